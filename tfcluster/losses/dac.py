@@ -1,0 +1,93 @@
+"""DAC's adaptive thresholds and pairwise binary cross-entropy.
+
+For label features l_i (non-negative, unit L2 norm) the similarity is
+s_ij = l_i . l_j in [0, 1]. With the thresholds of the DAC paper,
+  u(lambda) = 0.95 - lambda,   l(lambda) = 0.455 + 0.1 lambda,
+pairs with s_ij > u are labelled similar (r_ij = 1), pairs with s_ij < l
+dissimilar (r_ij = 0) and the others are ignored (v_ij = 0). The loss is
+  sum_ij v_ij BCE(r_ij, s_ij) / sum_ij v_ij
+over the global batch; self-pairs (i == j) are excluded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+EPS = 1e-7
+
+
+@dataclasses.dataclass
+class ThresholdSchedule:
+    """u(lambda) = upper0 - lambda, l(lambda) = lower0 + lower_slope * lambda.
+
+    lambda starts at `lambda0` and grows by `lambda_step` per epoch (the paper:
+    1.1 x 0.009) while u > l; training stops once u <= l.
+    """
+
+    upper0: float = 0.95
+    lower0: float = 0.455
+    lower_slope: float = 0.1
+    lambda0: float = 0.0
+    lambda_step: float = 1.1 * 0.009
+
+    def thresholds(self, lam):
+        return self.upper0 - lam, self.lower0 + self.lower_slope * lam
+
+    def lambda_at(self, epoch: int) -> float:
+        return self.lambda0 + self.lambda_step * epoch
+
+    def finished(self, lam) -> bool:
+        upper, lower = self.thresholds(lam)
+        return upper <= lower
+
+    def last_epoch(self) -> int:
+        """First epoch index at which u <= l (training runs epochs 0..last-1)."""
+        if self.lambda_step <= 0:
+            raise ValueError("lambda_step must be positive")
+        epoch = 0
+        while not self.finished(self.lambda_at(epoch)):
+            epoch += 1
+        return epoch
+
+
+def select_pairs(similarity, upper, lower):
+    """Returns (targets r, mask v), both float [..] like `similarity`."""
+    positive = tf.cast(similarity > upper, similarity.dtype)
+    negative = tf.cast(similarity < lower, similarity.dtype)
+    return positive, positive + negative
+
+
+def pairwise_bce_sum(similarity, targets, mask):
+    """Sum of masked BCE(r, s) with s clipped to [EPS, 1 - EPS]."""
+    s = tf.clip_by_value(similarity, EPS, 1.0 - EPS)
+    bce = -(targets * tf.math.log(s) + (1.0 - targets) * tf.math.log(1.0 - s))
+    return tf.reduce_sum(bce * mask)
+
+
+def dac_loss_terms(local_features, global_features, upper, lower, local_offset=0, target_local=None,
+                   target_global=None):
+    """Per-replica pieces of the DAC loss over the global batch.
+
+    Args:
+      local_features: [b, K] label features of this replica's samples (with gradient).
+      global_features: [B, K] label features of the whole global batch, rows
+        local_offset .. local_offset + b - 1 being this replica's.
+      upper, lower: scalar thresholds u, l.
+      local_offset: index of this replica's first row in the global batch.
+      target_local, target_global: optional features from which pairs are
+        *selected* (e.g. of un-augmented images); default: the features themselves.
+    Returns:
+      (loss_sum, num_selected, num_positive): this replica's rows' summed BCE,
+      number of selected pairs and of positive pairs (self-pairs excluded).
+    """
+    similarity = tf.matmul(local_features, global_features, transpose_b=True)  # [b, B]
+    if target_local is None:
+        target_local, target_global = local_features, global_features
+    target_similarity = tf.stop_gradient(tf.matmul(target_local, target_global, transpose_b=True))
+    targets, mask = select_pairs(target_similarity, upper, lower)
+    b, big_b = tf.shape(similarity)[0], tf.shape(similarity)[1]
+    not_self = 1.0 - tf.one_hot(tf.range(b) + local_offset, big_b, dtype=similarity.dtype)
+    mask = mask * not_self
+    return pairwise_bce_sum(similarity, targets, mask), tf.reduce_sum(mask), tf.reduce_sum(targets * mask)

@@ -1,0 +1,30 @@
+"""Clustering methods and their registry (`--method=NAME`)."""
+
+from __future__ import annotations
+
+import importlib
+
+from tfcluster.errors import InputError
+
+# name -> module:class. Later issues add dccm, gatcluster, precise_gan, dbc here.
+_METHODS = {
+    "dac": "tfcluster.methods.dac:DAC",
+    "kmeans": "tfcluster.methods.kmeans:KMeansPixels",
+}
+# Published methods whose modules have not been written yet.
+_PLANNED = ("dccm", "gatcluster", "precise_gan", "dbc")
+
+
+def names() -> list[str]:
+    return sorted(_METHODS)
+
+
+def get(name: str):
+    """Returns the Method subclass registered as `name`."""
+    if name not in _METHODS:
+        if name in _PLANNED:
+            raise InputError(f"method {name!r} is planned but not implemented yet; available: "
+                             + ", ".join(names()))
+        raise InputError(f"unknown method {name!r}; available: " + ", ".join(names()))
+    module, cls = _METHODS[name].split(":")
+    return getattr(importlib.import_module(module), cls)

@@ -1,0 +1,139 @@
+"""The method interface: a single-replica view of one clustering method.
+
+A method owns its Keras models, optimizers and state variables, and exposes
+  build()                 create them inside `strategy.scope()`
+  checkpoint_objects()    what a checkpoint must hold to resume exactly
+  begin_epoch(epoch, ..)  eager work between graph steps (targets, k-means, schedules)
+  train_step(batch)       one replica's step, run by `strategy.run` in a tf.function
+  predict(x)              probabilities [B, K] for preprocessed inputs (inference mode)
+  serving_outputs(x)      named outputs for the SavedModel (at least probabilities)
+
+`train_step` returns a dict of scalars whose SUM over replicas is the value
+for the global batch (losses are divided by the global batch or global pair
+count), so the loop reduces every entry with SUM.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tfcluster.data.augment import AugmentConfig
+from tfcluster.data.sources import DatasetInfo
+from tfcluster.errors import InputError
+
+
+@dataclasses.dataclass
+class BaseConfig:
+    """Fields every method's config has.
+
+    Attributes:
+      epochs: passes over the data (0: the method decides, e.g. DAC's schedule).
+      batch_size: global batch size (split across replicas).
+      augment: the random transforms of the training views.
+      eval_every: evaluate/summarise every this many epochs (and at the end).
+      checkpoint_every: save a checkpoint every this many epochs (and at the end).
+      max_checkpoints: how many checkpoints to keep.
+      log_every: write step scalars to TensorBoard every this many steps.
+      gallery_per_cluster: images per cluster in the TensorBoard gallery.
+      eval_batch_size: batch size of inference passes.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    eval_every: int = 1
+    checkpoint_every: int = 1
+    max_checkpoints: int = 3
+    log_every: int = 20
+    gallery_per_cluster: int = 8
+    eval_batch_size: int = 500
+
+
+class Method(abc.ABC):
+    """Base class; subclasses set `name`, `config_class` and `presets`."""
+
+    name: str = ""
+    config_class: type = BaseConfig
+    # preset name -> fn(DatasetInfo) -> config; every method has "paper" and "cpu".
+    presets: dict[str, Callable[[DatasetInfo], BaseConfig]] = {}
+    # Number of augmented views per training element the method needs.
+    num_views: int = 0
+    # False for methods fitted in one eager stage (k-means), without a step loop.
+    trainable: bool = True
+
+    def __init__(self, config, info: DatasetInfo, num_clusters: int, strategy: tf.distribute.Strategy,
+                 input_shape: tuple):
+        if num_clusters < 2:
+            raise InputError(f"num_clusters must be at least 2, got {num_clusters}")
+        self.config = config
+        self.info = info
+        self.num_clusters = int(num_clusters)
+        self.strategy = strategy
+        self.input_shape = tuple(input_shape)
+        self.check_input_shape(self.input_shape)
+
+    @classmethod
+    def preset(cls, name: str, info: DatasetInfo):
+        if name not in cls.presets:
+            raise InputError(f"unknown preset {name!r} for method {cls.name!r}; presets: "
+                             + ", ".join(sorted(cls.presets)))
+        return cls.presets[name](info)
+
+    def check_input_shape(self, input_shape: tuple) -> None:
+        """Raises InputError when the method's networks cannot take this input."""
+
+    # -- lifecycle -------------------------------------------------------------
+    @abc.abstractmethod
+    def build(self) -> None:
+        """Creates models, optimizers (with their variables) and state in strategy scope."""
+
+    @abc.abstractmethod
+    def checkpoint_objects(self) -> dict:
+        """Trackables to checkpoint: models, optimizers, state variables."""
+
+    def export_objects(self) -> dict:
+        """Trackables inference needs (default: the checkpoint's, without optimizers)."""
+        import keras
+
+        return {k: v for k, v in self.checkpoint_objects().items()
+                if not isinstance(v, keras.optimizers.Optimizer)}
+
+    def num_epochs(self) -> int:
+        return int(self.config.epochs)
+
+    def begin_epoch(self, epoch: int, predict_all: Callable[[], np.ndarray]) -> dict:
+        """Eager stage before an epoch. `predict_all()` returns probabilities [N, K]."""
+        return {}
+
+    def train_step(self, batch: dict) -> dict:
+        """One replica's training step (trainable methods override this)."""
+        raise TypeError(f"method {self.name!r} has no training step; it is fitted with fit()")
+
+    def fit(self, x: np.ndarray) -> dict:
+        """Fits a non-trainable method on preprocessed inputs [N, ...]."""
+        raise TypeError(f"method {self.name!r} is trained step by step, not with fit()")
+
+    # -- inference ---------------------------------------------------------------
+    @abc.abstractmethod
+    def predict(self, x) -> tf.Tensor:
+        """Probabilities [B, K] for preprocessed inputs [B, ...], in inference mode."""
+
+    def serving_outputs(self, x) -> dict:
+        return {"probabilities": self.predict(x)}
+
+    # -- helpers for subclasses --------------------------------------------------
+    @staticmethod
+    def replica_info():
+        """(replica context, replica id, number of replicas) inside `strategy.run`."""
+        ctx = tf.distribute.get_replica_context()
+        return ctx, ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+
+    @staticmethod
+    def apply_gradients(optimizer, tape, loss, variables):
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))

@@ -1,0 +1,134 @@
+"""DAC: Deep Adaptive Image Clustering (Chang et al., ICCV 2017).
+
+An ALL-ConvNet (supplement Table 1) ends in the restraint layer, so label
+features l_i are non-negative unit vectors and s_ij = l_i . l_j in [0, 1].
+Each epoch sets lambda (u = 0.95 - lambda, l = 0.455 + 0.1 lambda); each step
+labels pairs of the *global* batch (s > u similar, s < l dissimilar, others
+ignored) and minimises the binary cross-entropy over the selected pairs.
+Training ends when u <= l. Cluster = argmax of the label feature;
+`probabilities` = l / ||l||_1 (the normalisation of the supplement's eq. 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from tfcluster.data.augment import AugmentConfig
+from tfcluster.errors import InputError
+from tfcluster.losses.dac import ThresholdSchedule, dac_loss_terms
+from tfcluster.methods.base import BaseConfig, Method
+from tfcluster.nets.allconv import build_allconvnet
+
+
+@dataclasses.dataclass
+class DACConfig(BaseConfig):
+    """DAC settings.
+
+    Attributes:
+      epochs: 0 runs until the threshold schedule closes (u <= l).
+      learning_rate: RMSProp learning rate.
+      width: ALL-ConvNet channel multiplier (1.0 = Table 1).
+      bn_momentum: BatchNorm momentum.
+      schedule: the adaptive thresholds.
+      select_on: "view" selects pairs from the trained view's own features (the
+        paper); "clean" selects them from the un-augmented images' features
+        (computed in the same training-mode pass, without gradient), so the
+        augmented view is pulled toward the clean image's pair labels.
+    """
+
+    epochs: int = 0
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    width: float = 1.0
+    bn_momentum: float = 0.99
+    schedule: ThresholdSchedule = dataclasses.field(default_factory=ThresholdSchedule)
+    select_on: str = "view"
+
+
+def paper_preset(info) -> DACConfig:
+    """The paper's settings: RMSProp 1e-3, batch 32, lambda step 1.1 x 0.009 per epoch.
+
+    Augmentation (rotation 10 deg, shift 0.1, zoom 0.9-1.1) follows the official
+    code; the supplement does not state any. Runs ~45 epochs (until u <= l).
+    Command: python experiments/train.py --method=dac --preset=paper --dataset=mnist
+    """
+    flip = info.image_shape[-1] == 3
+    return DACConfig(augment=AugmentConfig(rotation=10.0, shift=0.1, scale=(0.9, 1.1), flip_horizontal=flip))
+
+
+def cpu_preset(info) -> DACConfig:
+    """Small CPU preset (see docs/RESULTS.md for what it reaches and the command)."""
+    cfg = paper_preset(info)
+    return dataclasses.replace(cfg, width=0.5, bn_momentum=0.9, batch_size=128, epochs=15,
+                               schedule=ThresholdSchedule(lambda_step=0.03), select_on="clean")
+
+
+class DAC(Method):
+    name = "dac"
+    config_class = DACConfig
+    presets = {"paper": paper_preset, "cpu": cpu_preset}
+    num_views = 1
+
+    def check_input_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise InputError(f"DAC needs images [H, W, C]; got inputs of shape {input_shape} "
+                             f"(dataset modality {self.info.modality!r})")
+        if self.config.select_on not in ("view", "clean"):
+            raise InputError(f"select_on must be 'view' or 'clean', got {self.config.select_on!r}")
+
+    def build(self):
+        with self.strategy.scope():
+            self.model = build_allconvnet(self.input_shape, self.num_clusters, width=self.config.width,
+                                          bn_momentum=self.config.bn_momentum)
+            self.optimizer = keras.optimizers.RMSprop(self.config.learning_rate)
+            self.optimizer.build(self.model.trainable_variables)
+            self.lam = tf.Variable(self.config.schedule.lambda0, trainable=False, dtype=tf.float32, name="lam")
+
+    def checkpoint_objects(self):
+        return {"model": self.model, "optimizer": self.optimizer, "lam": self.lam}
+
+    def num_epochs(self):
+        if self.config.epochs > 0:
+            return int(self.config.epochs)
+        return self.config.schedule.last_epoch()
+
+    def begin_epoch(self, epoch, predict_all):
+        lam = self.config.schedule.lambda_at(epoch)
+        self.lam.assign(lam)
+        upper, lower = self.config.schedule.thresholds(lam)
+        return {"dac/lambda": lam, "dac/upper": upper, "dac/lower": lower}
+
+    def train_step(self, batch):
+        ctx, replica_id, _ = self.replica_info()
+        upper, lower = self.config.schedule.thresholds(self.lam)
+        views, clean = batch["views"][0], batch["image"]
+        b = tf.shape(views)[0]
+        with tf.GradientTape() as tape:
+            if self.config.select_on == "clean":
+                both = self.model(tf.concat([views, clean], 0), training=True)
+                feats, clean_feats = both[:b], tf.stop_gradient(both[b:])
+                clean_all = ctx.all_gather(clean_feats, axis=0)
+            else:
+                feats = self.model(views, training=True)
+                clean_feats = clean_all = None
+            feats_all = ctx.all_gather(feats, axis=0)
+            loss_sum, selected, positive = dac_loss_terms(feats, feats_all, upper, lower, replica_id * b,
+                                                          clean_feats, clean_all)
+            total_selected = ctx.all_reduce(tf.distribute.ReduceOp.SUM, selected)
+            loss = loss_sum / tf.maximum(total_selected, 1.0)
+        self.apply_gradients(self.optimizer, tape, loss, self.model.trainable_variables)
+        big_b = tf.cast(tf.shape(feats_all)[0], tf.float32)
+        pairs = big_b * (big_b - 1.0)
+        return {"loss": loss, "dac/selected_fraction": selected / pairs,
+                "dac/positive_fraction": positive / pairs}
+
+    def predict(self, x):
+        l = self.model(x, training=False)
+        return l / tf.reduce_sum(l, axis=-1, keepdims=True)
+
+    def serving_outputs(self, x):
+        l = self.model(x, training=False)
+        return {"probabilities": l / tf.reduce_sum(l, axis=-1, keepdims=True), "label_features": l}

@@ -1,0 +1,161 @@
+"""One training run, end to end: data -> method -> loop -> metrics -> export.
+
+This is the library entry point the binaries call; it takes a typed
+`RunOptions` and reads no flags. It writes into the work directory:
+  config.json     the resolved configuration (method config, preset, seed, ...)
+  metrics.json    acc, nmi, ari, num_samples, method, dataset, seed, wall_seconds, ...
+  checkpoints/    for resuming (re-run with the same work directory)
+  tensorboard/    scalars and the cluster gallery
+  export/<n>/     the SavedModel
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcluster import config as config_lib
+from tfcluster import methods
+from tfcluster.data import sources
+from tfcluster.data.preprocess import Preprocessor
+from tfcluster.errors import InputError
+from tfcluster.export import saved_model
+from tfcluster.training.loop import Trainer
+from tfcluster.training.strategy import make_strategy
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """What to run.
+
+    Attributes:
+      method: registered method name (dac, kmeans, ...).
+      dataset: dataset spec (see tfcluster.data.sources).
+      workdir: output directory; re-using it resumes.
+      preset: preset name ("cpu", "paper", ...).
+      num_clusters: K; 0 takes the dataset's number of classes.
+      seed: seeds weights, shuffling and augmentation.
+      strategy: mirrored | one_device | multi_worker.
+      overrides: "field=value" assignments applied to the preset.
+      deterministic: enable TF op determinism (two runs give identical results).
+      progress: show a progress bar.
+      export: write a SavedModel at the end.
+    """
+
+    method: str = "dac"
+    dataset: str = "mnist5k"
+    workdir: str = "/tmp/tfcluster"
+    preset: str = "cpu"
+    num_clusters: int = 0
+    seed: int = 0
+    strategy: str = "mirrored"
+    overrides: tuple = ()
+    deterministic: bool = False
+    progress: bool = True
+    export: bool = True
+
+
+def resolve_num_clusters(requested: int, source: sources.Source) -> int:
+    k = int(requested) or source.info.num_classes
+    if k == 0:
+        raise InputError(f"dataset {source.info.name!r} has no labels: pass the number of clusters "
+                         "(--num_clusters)")
+    if k < 2:
+        raise InputError(f"num_clusters must be at least 2, got {k}")
+    if k > len(source):
+        raise InputError(f"num_clusters={k} is larger than the data ({len(source)} samples)")
+    return k
+
+
+def set_seeds(seed: int, deterministic: bool) -> None:
+    keras.utils.set_random_seed(int(seed))
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def build(options: RunOptions, source: sources.Source | None = None):
+    """Loads data and builds the method. Returns (method, source, preprocessor, resolved config dict)."""
+    method_cls = methods.get(options.method)
+    source = source or sources.load(options.dataset)
+    k = resolve_num_clusters(options.num_clusters, source)
+    cfg = config_lib.override(method_cls.preset(options.preset, source.info), options.overrides)
+    if cfg.batch_size > len(source):
+        raise InputError(f"batch_size={cfg.batch_size} is larger than the data ({len(source)} samples)")
+    set_seeds(options.seed, options.deterministic)
+    strategy = make_strategy(options.strategy)
+    modality = source.info.modality
+    grayscale = bool(cfg.augment.grayscale) and modality == "image"
+    preprocessor = Preprocessor.fit(source.x, grayscale=grayscale, modality=modality)
+    input_shape = source.info.image_shape
+    if modality == "image":
+        input_shape = input_shape[:-1] + (preprocessor.output_channels(input_shape[-1]),)
+    method = method_cls(cfg, source.info, k, strategy, input_shape)
+    method.build()
+    resolved = {
+        "method": options.method, "dataset": options.dataset, "preset": options.preset, "num_clusters": k,
+        "seed": options.seed, "strategy": options.strategy, "replicas": strategy.num_replicas_in_sync,
+        "overrides": list(options.overrides), "deterministic": options.deterministic,
+        "config": config_lib.to_dict(cfg), "preprocessor": preprocessor.config(),
+        "num_samples": len(source), "skipped_files": source.info.skipped,
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    return method, source, preprocessor, resolved
+
+
+_RESUME_KEYS = ("method", "dataset", "preset", "num_clusters", "seed", "config")
+
+
+def _check_resume(workdir: str, resolved: dict) -> None:
+    """Refuses to resume a work directory trained with other settings."""
+    path = os.path.join(workdir, "config.json")
+    if not (os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints"))):
+        return
+    with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+    old_cmp = json.loads(json.dumps({k: old.get(k) for k in _RESUME_KEYS}))
+    new_cmp = json.loads(json.dumps({k: resolved.get(k) for k in _RESUME_KEYS}, default=str))
+    if old_cmp != new_cmp:
+        diff = [k for k in _RESUME_KEYS if old_cmp.get(k) != new_cmp.get(k)]
+        raise InputError(f"work directory {workdir!r} holds a run with other settings ({', '.join(diff)} "
+                         "differ); use a new --workdir, or the same settings to resume it")
+
+
+def train(options: RunOptions, log=print, source: sources.Source | None = None) -> dict:
+    """Runs training, evaluation and export. Returns the metrics dict (also in metrics.json)."""
+    t0 = time.perf_counter()
+    method, source, preprocessor, resolved = build(options, source)
+    os.makedirs(options.workdir, exist_ok=True)
+    _check_resume(options.workdir, resolved)
+    config_lib.write_json(os.path.join(options.workdir, "config.json"), resolved)
+    if source.info.skipped:
+        log(f"skipped {source.info.skipped} unreadable image file(s) in {options.dataset}")
+    log(f"{options.method} on {options.dataset}: {len(source)} samples, K={method.num_clusters}, "
+        f"{resolved['replicas']} replica(s), preset {options.preset}")
+    trainer = Trainer(method, source, preprocessor, options.workdir, seed=options.seed, progress=options.progress,
+                      log=log)
+    result = trainer.run()
+    out = {
+        "method": options.method, "dataset": options.dataset, "preset": options.preset, "seed": options.seed,
+        "num_samples": len(source), "num_clusters": method.num_clusters,
+        "acc": result.metrics.get("acc"), "nmi": result.metrics.get("nmi"), "ari": result.metrics.get("ari"),
+        "extra": {k: v for k, v in result.metrics.items() if k not in ("acc", "nmi", "ari")},
+        "epochs_run": result.epochs_run, "steps": result.steps, "train_seconds": round(result.train_seconds, 3),
+        "train_images_per_second": round(result.train_images_per_second, 1),
+        "resumed_from": result.resumed_from,
+    }
+    if options.export:
+        raw_dtype = tf.uint8 if source.info.modality == "image" else tf.float32
+        out["export"] = saved_model.export(
+            method, preprocessor, source.info.image_shape, os.path.join(options.workdir, "export"),
+            meta={k: resolved[k] for k in ("method", "dataset", "preset", "num_clusters", "seed")}
+            | {"class_names": list(source.info.class_names)}, raw_dtype=raw_dtype)
+    np.save(os.path.join(options.workdir, "assignments.npy"), result.assignments)
+    out["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    config_lib.write_json(os.path.join(options.workdir, "metrics.json"), out)
+    return out

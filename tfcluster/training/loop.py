@@ -1,0 +1,196 @@
+"""The training loop: eager begin/end of each epoch, graph steps in between.
+
+  for epoch in [resumed epoch, num_epochs):
+      method.begin_epoch(...)            eager: schedules, targets, k-means
+      for global batch in the epoch:     tf.function: strategy.run(train_step)
+      evaluate / summarise / checkpoint  eager, on the host
+
+Checkpoints (`tf.train.CheckpointManager`, which writes files first and then
+atomically updates its index) hold the method's models, optimizers and state,
+the epoch and the global step; a re-run with the same work directory resumes
+from the latest one. A non-finite loss stops training before anything is
+saved, so the last good checkpoint stays the latest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcluster.data import pipeline
+from tfcluster.data.preprocess import Preprocessor
+from tfcluster.data.sources import Source
+from tfcluster.errors import InputError, NonFiniteLossError
+from tfcluster.evaluation import metrics
+from tfcluster.methods.base import Method
+from tfcluster.training import summaries
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run produced: final metrics and timing."""
+
+    metrics: dict
+    epochs_run: int
+    steps: int
+    train_seconds: float
+    train_images_per_second: float
+    resumed_from: str | None
+    assignments: np.ndarray | None = None
+
+
+class Trainer:
+    """Runs a method on a source.
+
+    Args:
+      method: a built `Method`.
+      source: the training data (labels are used only for reporting).
+      preprocessor: raw pixels -> model inputs.
+      workdir: where checkpoints and TensorBoard events go.
+      seed: seeds the pipeline's shuffling and augmentation.
+      progress: show a progress bar.
+      log: function taking a string, for one-line epoch reports.
+    """
+
+    def __init__(self, method: Method, source: Source, preprocessor: Preprocessor, workdir: str, seed: int = 0,
+                 progress: bool = True, log: Callable[[str], None] = print):
+        self.method = method
+        self.source = source
+        self.preprocessor = preprocessor
+        self.workdir = workdir
+        self.seed = int(seed)
+        self.progress = progress
+        self.log = log
+        self.strategy = method.strategy
+        cfg = method.config
+        with self.strategy.scope():
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, step=self.step, **method.checkpoint_objects())
+        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(workdir, "checkpoints"),
+                                                  max_to_keep=cfg.max_checkpoints)
+        self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+        self._predict_fn = tf.function(method.predict, reduce_retracing=True)
+        self._dist_step = None
+
+    # -- checkpoints ---------------------------------------------------------------
+    def restore(self) -> str | None:
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return None
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            raise InputError(f"the checkpoint {latest} does not match this method/config ({e}); "
+                             "use a new --workdir or the settings it was written with") from e
+        return latest
+
+    # -- inference -------------------------------------------------------------------
+    def predict_all(self) -> np.ndarray:
+        """Probabilities [N, K] for the whole source, in order, in inference mode."""
+        ds = pipeline.eval_dataset(self.source, self.preprocessor, self.method.config.eval_batch_size)
+        return np.concatenate([self._predict_fn(batch["image"]).numpy() for batch in ds])
+
+    def evaluate(self, write: bool = True) -> tuple[dict, np.ndarray]:
+        probs = self.predict_all()
+        clusters = probs.argmax(1)
+        confidence = probs.max(1)
+        result = metrics.cluster_size_stats(clusters, self.method.num_clusters)
+        result["mean_confidence"] = float(confidence.mean())
+        if self.source.has_labels:
+            result.update(metrics.evaluate(self.source.y, clusters))
+        if write:
+            step = int(self.step.numpy())
+            summaries.write_scalars(self.writer, {f"eval/{k}": v for k, v in result.items()}, step)
+            if self.source.info.modality == "image":
+                gallery = summaries.cluster_gallery(self.source.x, clusters, confidence, self.method.num_clusters,
+                                                    self.method.config.gallery_per_cluster)
+                summaries.write_gallery(self.writer, "eval/cluster_gallery", gallery, step)
+        return result, clusters
+
+    # -- training ----------------------------------------------------------------------
+    def _distributed_step(self):
+        if self._dist_step is None:
+            strategy, method = self.strategy, self.method
+
+            @tf.function
+            def step(batch):
+                per_replica = strategy.run(method.train_step, args=(batch,))
+                return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+            self._dist_step = step
+        return self._dist_step
+
+    def run(self) -> TrainResult:
+        resumed = self.restore()
+        if resumed:
+            self.log(f"resumed from {resumed} (epoch {int(self.epoch.numpy())}, step {int(self.step.numpy())})")
+        if not self.method.trainable:
+            return self._run_fit(resumed)
+        cfg = self.method.config
+        num_epochs = self.method.num_epochs()
+        start = int(self.epoch.numpy())
+        train_seconds, images = 0.0, 0
+        result, clusters = {}, None
+        steps_per_epoch = len(self.source) // cfg.batch_size
+        step_fn = self._distributed_step()
+        for epoch in range(start, num_epochs):
+            epoch_logs = self.method.begin_epoch(epoch, self.predict_all)
+            ds = pipeline.train_dataset(self.source, self.preprocessor, cfg.augment, cfg.batch_size, self.seed, epoch,
+                                        num_views=self.method.num_views)
+            bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if self.progress else 0,
+                                      unit_name="step")
+            t0 = time.perf_counter()
+            for i, batch in enumerate(self.strategy.experimental_distribute_dataset(ds)):
+                out = {k: float(v) for k, v in step_fn(batch).items()}
+                self.step.assign_add(1)
+                step = int(self.step.numpy())
+                if not math.isfinite(out["loss"]):
+                    raise NonFiniteLossError(
+                        f"loss became {out['loss']} at epoch {epoch} step {step}; stopped without saving. "
+                        f"The last good checkpoint is {self.manager.latest_checkpoint or 'none (no epoch finished)'}"
+                        "; lower the learning rate or check the inputs, then re-run to resume from it.")
+                bar.update(i + 1, [(k.split("/")[-1], v) for k, v in out.items()])
+                if step % cfg.log_every == 0:
+                    summaries.write_scalars(self.writer, {f"train/{k}": v for k, v in out.items()}, step)
+            elapsed = time.perf_counter() - t0
+            train_seconds += elapsed
+            images += steps_per_epoch * cfg.batch_size
+            self.epoch.assign(epoch + 1)
+            epoch_logs["train/images_per_second"] = steps_per_epoch * cfg.batch_size / max(elapsed, 1e-9)
+            summaries.write_scalars(self.writer, epoch_logs, int(self.step.numpy()))
+            last = epoch + 1 == num_epochs
+            if last or (epoch + 1) % cfg.eval_every == 0:
+                result, clusters = self.evaluate()
+                shown = {k: round(v, 4) for k, v in result.items()
+                         if k in ("acc", "nmi", "ari", "nonempty_clusters", "cluster_entropy")}
+                self.log(f"epoch {epoch + 1}/{num_epochs}: {shown}")
+            if last or (epoch + 1) % cfg.checkpoint_every == 0:
+                self.manager.save(checkpoint_number=int(self.step.numpy()))
+        if clusters is None:  # nothing left to train (resumed a finished run)
+            result, clusters = self.evaluate(write=False)
+        return TrainResult(metrics=result, epochs_run=num_epochs - start, steps=int(self.step.numpy()),
+                           train_seconds=train_seconds, train_images_per_second=images / max(train_seconds, 1e-9),
+                           resumed_from=resumed, assignments=clusters)
+
+    def _run_fit(self, resumed) -> TrainResult:
+        t0 = time.perf_counter()
+        if not resumed:
+            x = np.concatenate([b["image"].numpy() for b in pipeline.eval_dataset(
+                self.source, self.preprocessor, self.method.config.eval_batch_size)])
+            logs = self.method.fit(x, seed=self.seed)
+            self.epoch.assign(1)
+            summaries.write_scalars(self.writer, logs, 0)
+            self.manager.save(checkpoint_number=0)
+        seconds = time.perf_counter() - t0
+        result, clusters = self.evaluate()
+        return TrainResult(metrics=result, epochs_run=0 if resumed else 1, steps=0, train_seconds=seconds,
+                           train_images_per_second=len(self.source) / max(seconds, 1e-9), resumed_from=resumed,
+                           assignments=clusters)
