@@ -46,6 +46,7 @@ class RunOptions:
       deterministic: enable TF op determinism (two runs give identical results).
       progress: show a progress bar.
       export: write a SavedModel at the end.
+      circle_plot: save the label-feature circle map (DAC supplement eq. 1).
     """
 
     method: str = "dac"
@@ -59,6 +60,7 @@ class RunOptions:
     deterministic: bool = False
     progress: bool = True
     export: bool = True
+    circle_plot: bool = False
 
 
 def resolve_num_clusters(requested: int, source: sources.Source) -> int:
@@ -155,7 +157,14 @@ def train(options: RunOptions, log=print, source: sources.Source | None = None) 
             method, preprocessor, source.info.image_shape, os.path.join(options.workdir, "export"),
             meta={k: resolved[k] for k in ("method", "dataset", "preset", "num_clusters", "seed")}
             | {"class_names": list(source.info.class_names)}, raw_dtype=raw_dtype)
-    np.save(os.path.join(options.workdir, "assignments.npy"), result.assignments)
+    np.save(os.path.join(options.workdir, "probabilities.npy"), result.probabilities)
+    if options.circle_plot:
+        from tfcluster import visualize
+
+        out["circle_plot"] = visualize.plot_circle(
+            result.probabilities, source.y if source.has_labels else None,
+            os.path.join(options.workdir, "circle_map.png"),
+            title=f"{options.method} on {options.dataset}: label features (DAC supp. eq. 1)")
     out["wall_seconds"] = round(time.perf_counter() - t0, 3)
     config_lib.write_json(os.path.join(options.workdir, "metrics.json"), out)
     return out

@@ -51,6 +51,7 @@ class DatasetInfo:
       modality: "image" (uint8 pixels) or "vector" (float32 features).
       class_names: optional names of the classes.
       skipped: files that could not be decoded (folder sources).
+      items: names of the samples (file paths for folder sources), else empty.
     """
 
     name: str
@@ -59,6 +60,7 @@ class DatasetInfo:
     modality: str = "image"
     class_names: tuple = ()
     skipped: int = 0
+    items: tuple = ()
 
     @property
     def channels(self) -> int:
@@ -253,9 +255,11 @@ def _fashion_mnist(split, dir=FASHION_MNIST_DIR):  # noqa: A002 - option name se
 def _tfds_arrays(name, split, label_key="label", data_dir=None):
     import tensorflow_datasets as tfds
 
-    ds = tfds.load(name, split=split, batch_size=-1, data_dir=data_dir)
-    arrays = tfds.as_numpy(ds)
-    return arrays["image"].astype(np.uint8), arrays[label_key].astype(np.int64)
+    ds = tfds.load(name, split=split, data_dir=data_dir)
+    ds = ds.map(lambda e: (e["image"], e[label_key])).batch(10_000)
+    parts = list(tfds.as_numpy(ds))
+    return (np.concatenate([p[0] for p in parts]).astype(np.uint8),
+            np.concatenate([p[1] for p in parts]).astype(np.int64))
 
 
 def _tfds(name, split, label_key="label", num_classes=None, data_dir=None):
@@ -388,7 +392,7 @@ def _load_folder(path, size=None, channels=None):
         raise InputError(f"image folder {path!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     target = _parse_size(size)
     channels = int(channels) if channels else None
-    images, keep, skipped = [], [], 0
+    images, keep, kept_files, skipped = [], [], [], 0
     for f, lab in zip(files, labels):
         try:
             with Image.open(f) as im:
@@ -406,10 +410,11 @@ def _load_folder(path, size=None, channels=None):
             continue
         images.append(arr.reshape(target[0], target[1], channels))
         keep.append(lab)
+        kept_files.append(f)
     if not images:
         raise InputError(f"image folder {path!r}: none of its {len(files)} image files could be decoded")
     y = np.asarray(keep, np.int64)
-    extra = {"skipped": skipped, "class_names": classes if np.all(y >= 0) else ()}
+    extra = {"skipped": skipped, "class_names": classes if np.all(y >= 0) else (), "items": tuple(kept_files)}
     if not np.all(y >= 0):
         y[:] = -1
     return np.stack(images), y, extra

@@ -43,7 +43,7 @@ class TrainResult:
     train_seconds: float
     train_images_per_second: float
     resumed_from: str | None
-    assignments: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
 
 
 class Trainer:
@@ -99,6 +99,7 @@ class Trainer:
         return np.concatenate([self._predict_fn(batch["image"]).numpy() for batch in ds])
 
     def evaluate(self, write: bool = True) -> tuple[dict, np.ndarray]:
+        """Metrics of the current model on the whole source, and probabilities [N, K]."""
         probs = self.predict_all()
         clusters = probs.argmax(1)
         confidence = probs.max(1)
@@ -113,7 +114,7 @@ class Trainer:
                 gallery = summaries.cluster_gallery(self.source.x, clusters, confidence, self.method.num_clusters,
                                                     self.method.config.gallery_per_cluster)
                 summaries.write_gallery(self.writer, "eval/cluster_gallery", gallery, step)
-        return result, clusters
+        return result, probs
 
     # -- training ----------------------------------------------------------------------
     def _distributed_step(self):
@@ -138,7 +139,7 @@ class Trainer:
         num_epochs = self.method.num_epochs()
         start = int(self.epoch.numpy())
         train_seconds, images = 0.0, 0
-        result, clusters = {}, None
+        result, probs = {}, None
         steps_per_epoch = len(self.source) // cfg.batch_size
         step_fn = self._distributed_step()
         for epoch in range(start, num_epochs):
@@ -168,17 +169,17 @@ class Trainer:
             summaries.write_scalars(self.writer, epoch_logs, int(self.step.numpy()))
             last = epoch + 1 == num_epochs
             if last or (epoch + 1) % cfg.eval_every == 0:
-                result, clusters = self.evaluate()
+                result, probs = self.evaluate()
                 shown = {k: round(v, 4) for k, v in result.items()
                          if k in ("acc", "nmi", "ari", "nonempty_clusters", "cluster_entropy")}
                 self.log(f"epoch {epoch + 1}/{num_epochs}: {shown}")
             if last or (epoch + 1) % cfg.checkpoint_every == 0:
                 self.manager.save(checkpoint_number=int(self.step.numpy()))
-        if clusters is None:  # nothing left to train (resumed a finished run)
-            result, clusters = self.evaluate(write=False)
+        if probs is None:  # nothing left to train (resumed a finished run)
+            result, probs = self.evaluate(write=False)
         return TrainResult(metrics=result, epochs_run=num_epochs - start, steps=int(self.step.numpy()),
                            train_seconds=train_seconds, train_images_per_second=images / max(train_seconds, 1e-9),
-                           resumed_from=resumed, assignments=clusters)
+                           resumed_from=resumed, probabilities=probs)
 
     def _run_fit(self, resumed) -> TrainResult:
         t0 = time.perf_counter()
@@ -190,7 +191,7 @@ class Trainer:
             summaries.write_scalars(self.writer, logs, 0)
             self.manager.save(checkpoint_number=0)
         seconds = time.perf_counter() - t0
-        result, clusters = self.evaluate()
+        result, probs = self.evaluate()
         return TrainResult(metrics=result, epochs_run=0 if resumed else 1, steps=0, train_seconds=seconds,
                            train_images_per_second=len(self.source) / max(seconds, 1e-9), resumed_from=resumed,
-                           assignments=clusters)
+                           probabilities=probs)

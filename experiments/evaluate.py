@@ -1,0 +1,29 @@
+r"""Evaluates an exported model on a labelled dataset; prints metrics as JSON.
+
+  python experiments/evaluate.py --model=runs/dac/export --dataset=mnist5k
+"""
+
+import json
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "export directory (a version dir or the export base)", required=True)
+flags.DEFINE_string("dataset", "mnist5k", "labelled dataset spec")
+flags.DEFINE_enum("nmi_average", "geometric", ["geometric", "arithmetic", "max", "min"], "NMI normalisation")
+
+
+def main(argv):
+    del argv
+    from tfcluster import evaluate_export
+    from tfcluster.errors import TfclusterError
+
+    try:
+        result = evaluate_export.evaluate(FLAGS.model, FLAGS.dataset, FLAGS.nmi_average)
+    except TfclusterError as e:
+        raise SystemExit(f"error: {e}") from e
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)
