@@ -2,7 +2,8 @@
 
 Training elements are dicts:
   "image"  float32 [B, H, W, C'] the un-augmented, preprocessed images
-  "views"  float32 [V, B, H, W, C'] V independently augmented views (V >= 0)
+  "views"  float32 [B, V, H, W, C'] V independently augmented views (V >= 0);
+           batch-major, because the strategy splits every tensor on axis 0
   "label"  int64 [B] (-1 where unknown; never used by training steps)
   "index"  int64 [B] position in the source
 Each epoch's order and augmentation draws are a pure function of
@@ -54,9 +55,6 @@ def train_dataset(source: Source, preprocessor: Preprocessor, augment: augment_l
 
     ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(global_batch_size, drop_remainder=drop_remainder)
-    # views: [B, V, ...] -> [V, B, ...] so a step can index views[v] as a batch.
-    ds = ds.map(lambda e: {**e, "views": tf.transpose(e["views"], [1, 0] + list(range(2, len(e["views"].shape))))},
-                num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

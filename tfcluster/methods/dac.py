@@ -104,17 +104,20 @@ class DAC(Method):
     def train_step(self, batch):
         ctx, replica_id, _ = self.replica_info()
         upper, lower = self.config.schedule.thresholds(self.lam)
-        views, clean = batch["views"][0], batch["image"]
+        views, clean = batch["views"][:, 0], batch["image"]
         b = tf.shape(views)[0]
         with tf.GradientTape() as tape:
             if self.config.select_on == "clean":
                 both = self.model(tf.concat([views, clean], 0), training=True)
                 feats, clean_feats = both[:b], tf.stop_gradient(both[b:])
-                clean_all = ctx.all_gather(clean_feats, axis=0)
             else:
                 feats = self.model(views, training=True)
-                clean_feats = clean_all = None
-            feats_all = ctx.all_gather(feats, axis=0)
+                clean_feats = tf.stop_gradient(feats)
+            # One gather for both feature sets: collectives launched independently
+            # may run in different orders on different replicas.
+            k = tf.shape(feats)[1]
+            gathered = ctx.all_gather(tf.concat([feats, clean_feats], 1), axis=0)
+            feats_all, clean_all = gathered[:, :k], gathered[:, k:]
             loss_sum, selected, positive = dac_loss_terms(feats, feats_all, upper, lower, replica_id * b,
                                                           clean_feats, clean_all)
             total_selected = ctx.all_reduce(tf.distribute.ReduceOp.SUM, selected)

@@ -1,0 +1,134 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfcluster.data.sources import DatasetInfo
+from tfcluster.losses import dac as dac_loss
+from tfcluster.methods.dac import DAC, DACConfig
+from tfcluster.nets import build_allconvnet
+from tfcluster.nets.layers import RestraintLayer
+from tfcluster.visualize import circle_mapping
+
+
+def test_restraint_layer_matches_numpy_and_outputs_nonnegative_unit_vectors():
+    x = np.random.RandomState(0).randn(6, 5).astype(np.float32) * 3
+    out = RestraintLayer()(x).numpy()
+    e = np.exp(x - x.max(1, keepdims=True))
+    np.testing.assert_allclose(out, e / np.linalg.norm(e, axis=1, keepdims=True), rtol=1e-6)
+    assert np.all(out > 0) and np.all(out <= 1)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-6)
+    big = RestraintLayer()(np.array([[1000.0, 0.0, -1000.0]], np.float32)).numpy()
+    assert np.all(np.isfinite(big)) and big[0, 0] == pytest.approx(1.0)
+
+
+def test_threshold_schedule_is_the_papers():
+    s = dac_loss.ThresholdSchedule()
+    assert s.thresholds(0.0) == pytest.approx((0.95, 0.455))
+    u, l = s.thresholds(s.lambda_at(10))
+    assert u == pytest.approx(0.95 - 10 * 0.0099) and l == pytest.approx(0.455 + 0.1 * 10 * 0.0099)
+    last = s.last_epoch()
+    assert not s.finished(s.lambda_at(last - 1)) and s.finished(s.lambda_at(last))
+    assert last == int(np.ceil((0.95 - 0.455) / 1.1 / 0.0099))  # lambda >= 0.45 closes the gap
+
+
+def _numpy_dac_loss(f, u, l):
+    s = f @ f.T
+    r = (s > u).astype(np.float64)
+    v = ((s > u) | (s < l)).astype(np.float64)
+    np.fill_diagonal(v, 0)
+    sc = np.clip(s, 1e-7, 1 - 1e-7)
+    bce = -(r * np.log(sc) + (1 - r) * np.log(1 - sc))
+    return (bce * v).sum() / v.sum(), v.sum()
+
+
+def test_dac_loss_matches_numpy():
+    rng = np.random.RandomState(1)
+    logits = rng.randn(12, 4) * 2
+    f = RestraintLayer()(logits.astype(np.float32)).numpy().astype(np.float64)
+    for u, l in ((0.95, 0.455), (0.8, 0.6)):
+        loss_sum, selected, positive = dac_loss.dac_loss_terms(tf.constant(f), tf.constant(f), u, l)
+        expected, count = _numpy_dac_loss(f, u, l)
+        assert float(selected) == count > 0
+        assert float(loss_sum) / float(selected) == pytest.approx(expected, rel=1e-6)
+    # split into two "replicas": their sums add up to the whole
+    parts = [dac_loss.dac_loss_terms(tf.constant(f[i:i + 6]), tf.constant(f), 0.8, 0.6, local_offset=i)
+             for i in (0, 6)]
+    whole = dac_loss.dac_loss_terms(tf.constant(f), tf.constant(f), 0.8, 0.6)
+    assert sum(float(p[0]) for p in parts) == pytest.approx(float(whole[0]))
+    assert sum(float(p[1]) for p in parts) == float(whole[1])
+
+
+def test_pairs_selected_from_clean_features_when_given():
+    view = tf.constant([[1.0, 0.0], [0.0, 1.0]], tf.float64)
+    clean = tf.constant([[1.0, 0.0], [1.0, 0.0]], tf.float64)  # clean images say: same cluster
+    loss_sum, selected, positive = dac_loss.dac_loss_terms(view, view, 0.9, 0.1, 0, clean, clean)
+    assert float(selected) == 2 and float(positive) == 2
+    assert float(loss_sum) == pytest.approx(2 * -np.log(1e-7), rel=1e-4)  # views disagree: large loss
+
+
+@pytest.mark.parametrize("shape,variant,out_hw", [((28, 28, 1), "mnist", 7), ((32, 32, 3), "cifar", 8),
+                                                  ((96, 96, 3), "stl", 6)])
+def test_allconvnet_table1_shapes(shape, variant, out_hw):
+    model = build_allconvnet(shape, 10)
+    convs = [l for l in model.layers if l.name.endswith("conv")]
+    kernel = 5 if variant == "stl" else 3
+    assert [c.filters for c in convs] == [64, 64, 64, 128, 128, 128, 10]
+    assert [c.kernel_size[0] for c in convs] == [kernel] * 6 + [1]
+    assert convs[2].strides[0] == convs[5].strides[0] == (4 if variant == "stl" else 2)
+    assert model.get_layer("block7_relu").output.shape[1] == out_hw
+    assert all(type(c.kernel_initializer).__name__ == "HeNormal" for c in convs)
+    out = model(np.random.rand(3, *shape).astype(np.float32), training=False).numpy()
+    assert out.shape == (3, 10) and np.all(out >= 0)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+
+
+def test_circle_mapping_puts_one_hot_on_polygon_vertices():
+    pts = circle_mapping(np.eye(4))
+    np.testing.assert_allclose(pts, [[1, 0], [0, -1], [-1, 0], [0, 1]], atol=1e-12)
+    np.testing.assert_allclose(circle_mapping(np.ones((1, 6))), [[0, 0]], atol=1e-12)
+
+
+def _one_step(strategy, batch_np, select_on):
+    tf.keras.utils.set_random_seed(0)
+    info = DatasetInfo("t", 4, (12, 12, 1))
+    cfg = DACConfig(width=0.125, bn_momentum=0.9, batch_size=8, select_on=select_on,
+                    schedule=dac_loss.ThresholdSchedule(upper0=0.8, lower0=0.6))
+    method = DAC(cfg, info, 4, strategy, (12, 12, 1))
+    method.build()
+    ds = tf.data.Dataset.from_tensors(batch_np)
+    dist = strategy.experimental_distribute_dataset(ds)
+
+    @tf.function
+    def step(b):
+        out = strategy.run(method.train_step, args=(b,))
+        return {k: strategy.reduce("SUM", v, axis=None) for k, v in out.items()}
+
+    logs = [step(b) for b in dist][0]
+    return {k: float(v) for k, v in logs.items()}, [w.numpy() for w in method.model.weights]
+
+
+@pytest.mark.parametrize("select_on", ["view", "clean"])
+def test_two_replica_step_equals_one_device_step(select_on):
+    rng = np.random.RandomState(0)
+    batch = {"image": rng.randn(8, 12, 12, 1).astype(np.float32),
+             "views": rng.randn(8, 1, 12, 12, 1).astype(np.float32)}
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    logs1, w1 = _one_step(tf.distribute.OneDeviceStrategy("/cpu:0"), batch, select_on)
+    logs2, w2 = _one_step(mirrored, batch, select_on)
+    assert logs1["loss"] > 0
+    assert logs1["loss"] == pytest.approx(logs2["loss"], rel=1e-5)
+    assert logs1["dac/selected_fraction"] == pytest.approx(logs2["dac/selected_fraction"])
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    init = _fresh_weights()
+    changed = sum(not np.allclose(a, b) for a, b in zip(w1, init))
+    assert changed > 0  # the step really updated weights
+
+
+def _fresh_weights():
+    tf.keras.utils.set_random_seed(0)
+    info = DatasetInfo("t", 4, (12, 12, 1))
+    method = DAC(DACConfig(width=0.125), info, 4, tf.distribute.OneDeviceStrategy("/cpu:0"), (12, 12, 1))
+    method.build()
+    return [w.numpy() for w in method.model.weights]
