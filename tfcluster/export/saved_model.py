@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 
+import keras
 import tensorflow as tf
 
 from tfcluster.data.preprocess import Preprocessor
@@ -36,7 +37,14 @@ class ServingModule(tf.Module):
 
     def __init__(self, method, preprocessor: Preprocessor, raw_shape, raw_dtype=tf.uint8):
         super().__init__(name="tfcluster_serving")
-        self.networks = method.export_objects()  # tracked, so their variables are saved
+        # Track the raw tf.Variables behind Keras variables (as keras.export.ExportArchive
+        # does): a SavedModel that tracks Keras variables themselves loads in TF2 but
+        # not in TF1-style loaders (TensorFlow Serving, `saved_model_cli run`).
+        variables = []
+        for obj in method.export_objects().values():
+            for v in ([obj] if isinstance(obj, tf.Variable) else obj.weights):
+                variables.append(getattr(v, "value", v) if isinstance(v, keras.Variable) else v)
+        self.variables_ = variables
         self.preprocessor = preprocessor
         self._outputs = method.serving_outputs
         spec = tf.TensorSpec([None, *raw_shape], raw_dtype, name="images")
@@ -67,7 +75,7 @@ def export(method, preprocessor: Preprocessor, raw_shape, export_base: str, meta
     tmp = os.path.join(export_base, f".tmp-{version}-{os.getpid()}")
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
-    module = ServingModule(method, preprocessor, raw_shape, raw_dtype)
+    module = ServingModule(method.clone_for_export(), preprocessor, raw_shape, raw_dtype)
     tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
     info = dict(meta or {})
     info.update({"input_shape": list(raw_shape), "input_dtype": raw_dtype.name, "version": version})

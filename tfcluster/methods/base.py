@@ -103,6 +103,25 @@ class Method(abc.ABC):
         return {k: v for k, v in self.checkpoint_objects().items()
                 if not isinstance(v, keras.optimizers.Optimizer)}
 
+    def clone_for_export(self) -> "Method":
+        """A copy built outside any distribution strategy, holding the same weights.
+
+        The export then holds plain variables on one device rather than the
+        replicated variables of the training strategy.
+        """
+        clone = type(self)(self.config, self.info, self.num_clusters, tf.distribute.get_strategy(),
+                           self.input_shape)
+        clone.build()
+        theirs, ours = clone.export_objects(), self.export_objects()
+        for key, obj in ours.items():
+            src = [obj] if isinstance(obj, tf.Variable) else list(obj.weights)
+            dst = [theirs[key]] if isinstance(theirs[key], tf.Variable) else list(theirs[key].weights)
+            if len(src) != len(dst):
+                raise RuntimeError(f"export clone of {key!r} has {len(dst)} variables, expected {len(src)}")
+            for a, b in zip(dst, src):
+                a.assign(b.value if hasattr(b, "value") and not callable(b.value) else b)
+        return clone
+
     def num_epochs(self) -> int:
         return int(self.config.epochs)
 

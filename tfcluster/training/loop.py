@@ -168,13 +168,13 @@ class Trainer:
             epoch_logs["train/images_per_second"] = steps_per_epoch * cfg.batch_size / max(elapsed, 1e-9)
             summaries.write_scalars(self.writer, epoch_logs, int(self.step.numpy()))
             last = epoch + 1 == num_epochs
+            if last or (epoch + 1) % cfg.checkpoint_every == 0:
+                self.manager.save(checkpoint_number=int(self.step.numpy()))
             if last or (epoch + 1) % cfg.eval_every == 0:
                 result, probs = self.evaluate()
                 shown = {k: round(v, 4) for k, v in result.items()
                          if k in ("acc", "nmi", "ari", "nonempty_clusters", "cluster_entropy")}
                 self.log(f"epoch {epoch + 1}/{num_epochs}: {shown}")
-            if last or (epoch + 1) % cfg.checkpoint_every == 0:
-                self.manager.save(checkpoint_number=int(self.step.numpy()))
         if probs is None:  # nothing left to train (resumed a finished run)
             result, probs = self.evaluate(write=False)
         return TrainResult(metrics=result, epochs_run=num_epochs - start, steps=int(self.step.numpy()),

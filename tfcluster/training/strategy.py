@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from tfcluster.errors import InputError
@@ -22,8 +24,13 @@ def split_cpu(num_devices: int) -> None:
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_devices)
 
 
+@functools.lru_cache(maxsize=None)
 def make_strategy(name: str = "mirrored") -> tf.distribute.Strategy:
-    """Returns the named strategy.
+    """Returns the named strategy (one instance per process and name).
+
+    Strategies are cached: several MirroredStrategy objects in one process
+    allocate clashing collective-op keys (SyncBatchNorm's all-reduces of one
+    run then meet another run's).
 
     mirrored:     MirroredStrategy over every visible GPU, or every logical CPU
                   when there is no GPU (one CPU -> one replica).

@@ -1,0 +1,156 @@
+"""Loop, checkpoints, resume, NaN handling and export, on small real data."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfcluster import run
+from tfcluster.data import sources
+from tfcluster.errors import InputError, NonFiniteLossError
+from tfcluster.export import ExportedModel
+from tfcluster.methods.dac import DAC
+from tfcluster.training.loop import Trainer
+
+TINY = ("width=0.125", "batch_size=64", "bn_momentum=0.9", "eval_every=1", "augment.rotation=0",
+        "augment.shift=0", "augment.scale=1,1")
+
+
+def _options(workdir, epochs=2, **kw):
+    return run.RunOptions(method="dac", dataset="digits", workdir=str(workdir), preset="cpu", seed=3,
+                          overrides=TINY + (f"epochs={epochs}",), progress=False, **kw)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _stop_after(epochs):
+    def log(message):
+        if message.startswith(f"epoch {epochs}/"):
+            raise _Interrupt()
+    return log
+
+
+def _weights(workdir, options):
+    method, source, pre, _ = run.build(options)
+    trainer = Trainer(method, source, pre, str(workdir), seed=options.seed, progress=False, log=lambda m: None)
+    trainer.restore()
+    return trainer, [w.numpy() for w in method.model.weights]
+
+
+def test_resume_continues_step_count_and_state_and_matches_uninterrupted(tmp_path):
+    tf.config.experimental.enable_op_determinism()
+    full = tmp_path / "full"
+    run.train(_options(full, epochs=3), log=lambda m: None)
+    cut = tmp_path / "cut"
+    with pytest.raises(_Interrupt):
+        run.train(_options(cut, epochs=3), log=_stop_after(2))
+    trainer, _ = _weights(cut, _options(cut, epochs=3))
+    steps_per_epoch = 1797 // 64
+    assert int(trainer.epoch.numpy()) == 2 and int(trainer.step.numpy()) == 2 * steps_per_epoch
+    assert float(trainer.method.lam.numpy()) == pytest.approx(trainer.method.config.schedule.lambda_at(1))
+    messages = []
+    metrics = run.train(_options(cut, epochs=3), log=messages.append)
+    assert any(m.startswith("resumed from") for m in messages)
+    assert metrics["epochs_run"] == 1 and metrics["steps"] == 3 * steps_per_epoch
+    _, w_full = _weights(full, _options(full, epochs=3))
+    _, w_cut = _weights(cut, _options(cut, epochs=3))
+    for a, b in zip(w_full, w_cut):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    run.train(_options(tmp_path, epochs=1), log=lambda m: None)
+    with pytest.raises(InputError, match="other settings"):
+        run.train(_options(tmp_path, epochs=2), log=lambda m: None)
+
+
+class _PoisonedDAC(DAC):
+    """DAC whose loss turns NaN from the second epoch on."""
+
+    def build(self):
+        super().build()
+        self.poison = tf.Variable(1.0, trainable=False)
+
+    def begin_epoch(self, epoch, predict_all):
+        self.poison.assign(float("nan") if epoch >= 1 else 1.0)
+        return super().begin_epoch(epoch, predict_all)
+
+    def train_step(self, batch):
+        logs = super().train_step(batch)
+        return {**logs, "loss": logs["loss"] * self.poison}
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    options = _options(tmp_path, epochs=3)
+    monkeypatch.setattr(run.methods, "get", lambda name: _PoisonedDAC)
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint is .*ckpt-28"):
+        run.train(options, log=lambda m: None)
+    monkeypatch.undo()
+    trainer, weights = _weights(tmp_path, options)
+    assert int(trainer.epoch.numpy()) == 1
+    assert all(np.all(np.isfinite(w)) for w in weights)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("dac_digits")
+    options = run.RunOptions(method="dac", dataset="digits", workdir=str(workdir), preset="cpu", seed=0,
+                             overrides=("epochs=8", "width=0.25", "batch_size=128", "eval_every=100"),
+                             progress=False, circle_plot=True)
+    return options, run.train(options, log=lambda m: None)
+
+
+def test_short_dac_run_on_digits_beats_chance(trained):
+    options, metrics = trained
+    assert metrics["num_samples"] == 1797
+    assert metrics["acc"] > 0.3, metrics  # chance is ~0.11 for 10 balanced classes
+    assert metrics["nmi"] > 0.2
+    assert metrics["extra"]["nonempty_clusters"] >= 5
+    for name in ("config.json", "metrics.json", "circle_map.png"):
+        assert os.path.exists(os.path.join(options.workdir, name))
+    assert os.listdir(os.path.join(options.workdir, "tensorboard"))
+
+
+def test_export_reload_gives_the_live_models_outputs(trained):
+    options, metrics = trained
+    assert metrics["export"].endswith(os.path.join("export", "1"))
+    method, source, pre, _ = run.build(options)
+    trainer = Trainer(method, source, pre, options.workdir, progress=False, log=lambda m: None)
+    trainer.restore()
+    live = trainer.predict_all()
+    exported = ExportedModel(os.path.join(options.workdir, "export"))
+    out = exported.predict(source.x)
+    assert out["cluster"].dtype == np.int64 and out["probabilities"].dtype == np.float32
+    np.testing.assert_allclose(out["probabilities"], live, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(out["cluster"], live.argmax(1))
+    # batch-independent predictions: BatchNorm uses its moving statistics when serving
+    single = exported.predict(source.x[:7], batch_size=1)["probabilities"]
+    np.testing.assert_allclose(single, out["probabilities"][:7], rtol=1e-4, atol=1e-6)
+    with pytest.raises(InputError, match="channels"):
+        exported.predict(np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(InputError, match="uint8"):
+        exported.predict(np.zeros((2, 8, 8, 1), np.float32))
+
+
+def test_saved_model_cli_reads_the_signature(trained):
+    options, metrics = trained
+    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    shown = subprocess.run(cli + ["show", "--dir", metrics["export"], "--tag_set", "serve", "--signature_def",
+                                  "serving_default"], capture_output=True, text=True, check=True).stdout
+    assert "images" in shown and "DT_UINT8" in shown
+    assert "cluster" in shown and "DT_INT64" in shown and "probabilities" in shown
+    np.save(os.path.join(options.workdir, "x.npy"), sources.load("digits").x[:3])
+    ran = subprocess.run(cli + ["run", "--dir", metrics["export"], "--tag_set", "serve", "--signature_def",
+                                "serving_default", "--inputs", f"images={os.path.join(options.workdir, 'x.npy')}"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "cluster" in ran
+
+
+def test_not_a_saved_model_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="not a SavedModel"):
+        ExportedModel(str(tmp_path))
