@@ -26,5 +26,5 @@ setuptools.setup(
         "pillow",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    extras_require={"test": ["pytest>=7"]},
 )

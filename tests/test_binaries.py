@@ -1,0 +1,108 @@
+"""The absl binaries end to end on tiny data, and their errors on bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _run(script, *args, ok=True):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args], capture_output=True,
+                          text=True, env=ENV, timeout=600)
+    if ok and proc.returncode != 0:
+        raise AssertionError(f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+    rng = np.random.RandomState(0)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.randint(0, 30, size=(60, 12, 12, 1)).astype(np.uint8)
+    for i, label in enumerate(y):
+        x[i, :, label * 4:(label + 1) * 4] = 230  # a bright vertical band per class
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x=x, y=y)
+    return str(path), x, y
+
+
+def test_kmeans_train_evaluate_predict(tiny_npz, tmp_path):
+    path, x, y = tiny_npz
+    workdir = str(tmp_path / "km")
+    out = _run("train.py", "--method=kmeans", f"--dataset=npz:{path}", f"--workdir={workdir}", "--progress=false").stdout
+    printed = json.loads(out[out.index("{"):out.index("}") + 1])
+    assert printed["acc"] == 1.0 and printed["num_samples"] == 60 and printed["method"] == "kmeans"
+    saved = json.load(open(os.path.join(workdir, "metrics.json")))
+    for key in ("acc", "nmi", "ari", "num_samples", "method", "dataset", "seed", "wall_seconds"):
+        assert key in saved
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["method"] == "kmeans" and config["config"]["n_init"] == 10
+    export = os.path.join(workdir, "export")
+    evaluated = json.loads(_run("evaluate.py", f"--model={export}", f"--dataset=npz:{path}").stdout)
+    assert evaluated["acc"] == 1.0 and evaluated["num_samples"] == 60
+
+    folder = tmp_path / "imgs"
+    os.makedirs(folder)
+    for i in (0, 25, 59):
+        Image.fromarray(x[i, ..., 0]).resize((24, 24)).save(folder / f"img{i}.png")
+    (folder / "broken.png").write_bytes(b"nope")
+    outdir = tmp_path / "pred"
+    _run("predict.py", f"--model={export}", f"--input={folder}", f"--output={outdir}", "--copy_images")
+    rows = list(csv.DictReader(open(outdir / "assignments.csv")))
+    assert [os.path.basename(r["item"]) for r in rows] == ["img0.png", "img25.png", "img59.png"]
+    assert len({r["cluster"] for r in rows}) == 3 and all(0 < float(r["confidence"]) <= 1 for r in rows)
+    copied = sorted(f for d in os.listdir(outdir) if d.startswith("cluster_") for f in os.listdir(outdir / d))
+    assert len(copied) == 3
+
+
+def test_dac_binary_on_two_replicas(tiny_npz, tmp_path):
+    path, _, _ = tiny_npz
+    workdir = str(tmp_path / "dac")
+    _run("train.py", "--method=dac", f"--dataset=npz:{path}", f"--workdir={workdir}", "--cpu_replicas=2",
+         "--set=epochs=1", "--set=width=0.125", "--set=batch_size=16", "--progress=false")
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["replicas"] == 2 and config["config"]["epochs"] == 1
+    assert os.path.exists(os.path.join(workdir, "export", "1", "saved_model.pb"))
+    assert os.path.exists(os.path.join(workdir, "circle_map.png"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method=magic"], "unknown method 'magic'"),
+    (["--method=dccm"], "planned but not implemented"),
+    (["--dataset=nope"], "unknown dataset 'nope'"),
+    (["--preset=huge"], "unknown preset 'huge'"),
+    (["--num_clusters=1"], "at least 2"),
+    (["--num_clusters=61"], "larger than the data"),
+    (["--set=no_such_field=3"], "unknown config field"),
+    (["--set=epochs=many"], "bad value for 'epochs'"),
+])
+def test_train_bad_input_errors(tiny_npz, tmp_path, args, message):
+    path, _, _ = tiny_npz
+    base = ["--method=kmeans", f"--dataset=npz:{path}", f"--workdir={tmp_path}"]
+    proc = _run("train.py", *base, *args, ok=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+
+
+def test_evaluate_and_predict_bad_input(tiny_npz, tmp_path):
+    proc = _run("evaluate.py", f"--model={tmp_path}", "--dataset=digits", ok=False)
+    assert proc.returncode != 0 and "not a SavedModel" in proc.stderr
+    path, _, _ = tiny_npz
+    workdir = str(tmp_path / "km")
+    _run("train.py", "--method=kmeans", f"--dataset=npz:{path}", f"--workdir={workdir}", "--progress=false")
+    rgb = tmp_path / "rgb.npz"
+    np.savez(rgb, x=np.zeros((4, 12, 12, 3), np.uint8))
+    proc = _run("predict.py", f"--model={workdir}/export", f"--input={rgb}", f"--output={tmp_path}/o", ok=False)
+    assert proc.returncode != 0 and "wrong input channels" in proc.stderr
+    empty = tmp_path / "empty"
+    os.makedirs(empty)
+    proc = _run("predict.py", f"--model={workdir}/export", f"--input={empty}", f"--output={tmp_path}/o", ok=False)
+    assert proc.returncode != 0 and "holds no image files" in proc.stderr
