@@ -100,7 +100,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 def trained(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("dac_digits")
     options = run.RunOptions(method="dac", dataset="digits", workdir=str(workdir), preset="cpu", seed=0,
-                             overrides=("epochs=8", "width=0.25", "batch_size=128", "eval_every=100"),
+                             overrides=("epochs=8", "width=0.25", "batch_size=128", "eval_every=100",
+                                        "bn_momentum=0.9", "select_on=clean", "schedule.lambda_step=0.03"),
                              progress=False, circle_plot=True)
     return options, run.train(options, log=lambda m: None)
 
