@@ -6,6 +6,7 @@ from tfcluster.data.sources import DatasetInfo
 from tfcluster.losses import dac as dac_loss
 from tfcluster.methods.dac import DAC, DACConfig
 from tfcluster.nets import build_allconvnet
+from tfcluster.training.strategy import make_strategy
 from tfcluster.nets.layers import RestraintLayer
 from tfcluster.visualize import circle_mapping
 
@@ -112,9 +113,11 @@ def test_two_replica_step_equals_one_device_step(select_on):
     rng = np.random.RandomState(0)
     batch = {"image": rng.randn(8, 12, 12, 1).astype(np.float32),
              "views": rng.randn(8, 1, 12, 12, 1).astype(np.float32)}
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # The process-wide cached strategies: several MirroredStrategy objects in one
+    # process allocate clashing collective keys.
+    mirrored = make_strategy("mirrored")
     assert mirrored.num_replicas_in_sync == 2
-    logs1, w1 = _one_step(tf.distribute.OneDeviceStrategy("/cpu:0"), batch, select_on)
+    logs1, w1 = _one_step(make_strategy("one_device"), batch, select_on)
     logs2, w2 = _one_step(mirrored, batch, select_on)
     assert logs1["loss"] > 0
     assert logs1["loss"] == pytest.approx(logs2["loss"], rel=1e-5)
@@ -129,6 +132,6 @@ def test_two_replica_step_equals_one_device_step(select_on):
 def _fresh_weights():
     tf.keras.utils.set_random_seed(0)
     info = DatasetInfo("t", 4, (12, 12, 1))
-    method = DAC(DACConfig(width=0.125), info, 4, tf.distribute.OneDeviceStrategy("/cpu:0"), (12, 12, 1))
+    method = DAC(DACConfig(width=0.125), info, 4, make_strategy("one_device"), (12, 12, 1))
     method.build()
     return [w.numpy() for w in method.model.weights]
