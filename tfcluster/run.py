@@ -98,6 +98,7 @@ def build(options: RunOptions, source: sources.Source | None = None):
     if modality == "image":
         input_shape = input_shape[:-1] + (preprocessor.output_channels(input_shape[-1]),)
     method = method_cls(cfg, source.info, k, strategy, input_shape)
+    method.seed = int(options.seed)
     method.build()
     resolved = {
         "method": options.method, "dataset": options.dataset, "preset": options.preset, "num_clusters": k,

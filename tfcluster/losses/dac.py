@@ -67,7 +67,7 @@ def pairwise_bce_sum(similarity, targets, mask):
 
 
 def dac_loss_terms(local_features, global_features, upper, lower, local_offset=0, target_local=None,
-                   target_global=None):
+                   target_global=None, exclude_self=True):
     """Per-replica pieces of the DAC loss over the global batch.
 
     Args:
@@ -78,6 +78,9 @@ def dac_loss_terms(local_features, global_features, upper, lower, local_offset=0
       local_offset: index of this replica's first row in the global batch.
       target_local, target_global: optional features from which pairs are
         *selected* (e.g. of un-augmented images); default: the features themselves.
+      exclude_self: drop the pairs (i, i). Keep them when local and global
+        features are two different augmented views, so that each image's two
+        views form a pair (its target similarity is 1, a positive).
     Returns:
       (loss_sum, num_selected, num_positive): this replica's rows' summed BCE,
       number of selected pairs and of positive pairs (self-pairs excluded).
@@ -87,7 +90,7 @@ def dac_loss_terms(local_features, global_features, upper, lower, local_offset=0
         target_local, target_global = local_features, global_features
     target_similarity = tf.stop_gradient(tf.matmul(target_local, target_global, transpose_b=True))
     targets, mask = select_pairs(target_similarity, upper, lower)
-    b, big_b = tf.shape(similarity)[0], tf.shape(similarity)[1]
-    not_self = 1.0 - tf.one_hot(tf.range(b) + local_offset, big_b, dtype=similarity.dtype)
-    mask = mask * not_self
+    if exclude_self:
+        b, big_b = tf.shape(similarity)[0], tf.shape(similarity)[1]
+        mask = mask * (1.0 - tf.one_hot(tf.range(b) + local_offset, big_b, dtype=similarity.dtype))
     return pairwise_bce_sum(similarity, targets, mask), tf.reduce_sum(mask), tf.reduce_sum(targets * mask)

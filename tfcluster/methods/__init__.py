@@ -6,13 +6,15 @@ import importlib
 
 from tfcluster.errors import InputError
 
-# name -> module:class. Later issues add dccm, gatcluster, precise_gan, dbc here.
+# name -> module:class. Later issues add dccm, gatcluster, precise_gan here.
 _METHODS = {
     "dac": "tfcluster.methods.dac:DAC",
     "kmeans": "tfcluster.methods.kmeans:KMeansPixels",
+    "dbc": "tfcluster.methods.dbc:DBC",
+    "fcae_kms": "tfcluster.methods.dbc:FCAEKMeans",
 }
 # Published methods whose modules have not been written yet.
-_PLANNED = ("dccm", "gatcluster", "precise_gan", "dbc")
+_PLANNED = ("dccm", "gatcluster", "precise_gan")
 
 
 def names() -> list[str]:

@@ -125,8 +125,32 @@ class Method(abc.ABC):
     def num_epochs(self) -> int:
         return int(self.config.epochs)
 
-    def begin_epoch(self, epoch: int, predict_all: Callable[[], np.ndarray]) -> dict:
-        """Eager stage before an epoch. `predict_all()` returns probabilities [N, K]."""
+    # The loop traces one step function per phase; methods with stages switch it.
+    phase: str = "train"
+    # Seed of the run (set by `tfcluster.run.build`), for eager stages such as k-means.
+    seed: int = 0
+
+    def finished(self) -> bool:
+        """True once the method's own stopping rule has fired (checkpointed state)."""
+        return False
+
+    def wants_eval(self, epoch: int) -> bool:
+        """Whether cluster metrics mean anything after this epoch (the last is always evaluated)."""
+        return True
+
+    def end_epoch(self, epoch: int, predict_all: Callable[..., np.ndarray]) -> dict:
+        """Eager stage after an epoch's steps, before its checkpoint. Returns logs."""
+        return {}
+
+    def begin_epoch(self, epoch: int, predict_all: Callable[..., np.ndarray]) -> dict:
+        """Eager stage before an epoch.
+
+        `predict_all()` returns probabilities [N, K] in inference mode;
+        `predict_all(fn)` maps a tf.function over the source's preprocessed
+        images [B, ...] in order and concatenates its outputs (see
+        `Trainer.predict_all` for `shuffle_seed` and `limit`). Returns logs:
+        numbers (scalars), 1-D arrays (histograms), [N, H, W, C] arrays (images).
+        """
         return {}
 
     def train_step(self, batch: dict) -> dict:

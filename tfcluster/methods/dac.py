@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfcluster.data.augment import AugmentConfig
@@ -21,6 +22,7 @@ from tfcluster.errors import InputError
 from tfcluster.losses.dac import ThresholdSchedule, dac_loss_terms
 from tfcluster.methods.base import BaseConfig, Method
 from tfcluster.nets.allconv import build_allconvnet
+from tfcluster.nets.batchnorm import BatchNormCalibrator
 
 
 @dataclasses.dataclass
@@ -33,10 +35,16 @@ class DACConfig(BaseConfig):
       width: ALL-ConvNet channel multiplier (1.0 = Table 1).
       bn_momentum: BatchNorm momentum.
       schedule: the adaptive thresholds.
-      select_on: "view" selects pairs from the trained view's own features (the
-        paper); "clean" selects them from the un-augmented images' features
-        (computed in the same training-mode pass, without gradient), so the
-        augmented view is pulled toward the clean image's pair labels.
+      select_on: where the pair labels come from.
+        "view": the trained view's own features in the same step (the paper's
+          description);
+        "clean": the un-augmented images' features, computed in the same
+          training-mode pass without gradient;
+        "epoch": the un-augmented images' features predicted once per epoch in
+          inference mode (an eager stage, as the official code predicts a chunk
+          before several passes over it); the trained similarities are those
+          between two augmented views of the global batch, so each image's
+          two views form a positive pair.
     """
 
     epochs: int = 0
@@ -83,12 +91,18 @@ class DAC(Method):
     presets = {"paper": paper_preset, "cpu": cpu_preset}
     num_views = 1
 
+    def __init__(self, config, info, num_clusters, strategy, input_shape):
+        super().__init__(config, info, num_clusters, strategy, input_shape)
+        self.num_views = 2 if config.select_on == "epoch" else 1
+        self.epoch_targets = None
+        self._calibrated = False
+
     def check_input_shape(self, input_shape):
         if len(input_shape) != 3:
             raise InputError(f"DAC needs images [H, W, C]; got inputs of shape {input_shape} "
                              f"(dataset modality {self.info.modality!r})")
-        if self.config.select_on not in ("view", "clean"):
-            raise InputError(f"select_on must be 'view' or 'clean', got {self.config.select_on!r}")
+        if self.config.select_on not in ("view", "clean", "epoch"):
+            raise InputError(f"select_on must be 'view', 'clean' or 'epoch', got {self.config.select_on!r}")
 
     def build(self):
         with self.strategy.scope():
@@ -97,6 +111,7 @@ class DAC(Method):
             self.optimizer = keras.optimizers.RMSprop(self.config.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
             self.lam = tf.Variable(self.config.schedule.lambda0, trainable=False, dtype=tf.float32, name="lam")
+        self._calibrator = BatchNormCalibrator(self.model)
 
     def checkpoint_objects(self):
         return {"model": self.model, "optimizer": self.optimizer, "lam": self.lam}
@@ -110,13 +125,48 @@ class DAC(Method):
         lam = self.config.schedule.lambda_at(epoch)
         self.lam.assign(lam)
         upper, lower = self.config.schedule.thresholds(lam)
-        return {"dac/lambda": lam, "dac/upper": upper, "dac/lower": lower}
+        logs = {"dac/lambda": lam, "dac/upper": upper, "dac/lower": lower}
+        if self.config.select_on == "epoch":
+            if not self._calibrated:  # first epoch of this process (fresh start or resume)
+                self.calibrate(predict_all)
+            feats = predict_all().astype(np.float32)
+            feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+            if self.epoch_targets is None:
+                with self.strategy.scope():
+                    self.epoch_targets = tf.Variable(feats, trainable=False, name="epoch_targets")
+            else:
+                self.epoch_targets.assign(feats)
+            sample = feats[:2000]
+            sim = sample @ sample.T
+            logs["dac/epoch_positive_fraction"] = float((sim > upper).mean())
+            logs["dac/epoch_selected_fraction"] = float(((sim > upper) | (sim < lower)).mean())
+        return logs
+
+    def calibrate(self, predict_all):
+        """Sets BatchNorm statistics to the clean training images' (see nets.batchnorm).
+
+        At initialisation inference-mode BN (moving mean 0, variance 1) maps
+        every image to nearly the same label feature, and later the moving
+        averages hold augmented views' statistics; the official code's BN used
+        batch statistics at prediction instead, which made its outputs
+        batch-dependent. Recalibrated statistics give clean-image targets and
+        predictions that depend on no batch.
+        """
+        self._calibrator(predict_all)
+        self._calibrated = True
+
+    def end_epoch(self, epoch, predict_all):
+        if self.config.select_on == "epoch":
+            self.calibrate(predict_all)
+        return {}
 
     def train_step(self, batch):
         ctx, replica_id, _ = self.replica_info()
         upper, lower = self.config.schedule.thresholds(self.lam)
         views, clean = batch["views"][:, 0], batch["image"]
         b = tf.shape(views)[0]
+        if self.config.select_on == "epoch":
+            return self._cross_view_step(batch, ctx, replica_id, upper, lower)
         with tf.GradientTape() as tape:
             if self.config.select_on == "clean":
                 both = self.model(tf.concat([views, clean], 0), training=True)
@@ -136,6 +186,25 @@ class DAC(Method):
         self.apply_gradients(self.optimizer, tape, loss, self.model.trainable_variables)
         big_b = tf.cast(tf.shape(feats_all)[0], tf.float32)
         pairs = big_b * (big_b - 1.0)
+        return {"loss": loss, "dac/selected_fraction": selected / pairs,
+                "dac/positive_fraction": positive / pairs}
+
+    def _cross_view_step(self, batch, ctx, replica_id, upper, lower):
+        views = batch["views"]
+        b = tf.shape(views)[0]
+        targets = tf.gather(self.epoch_targets, batch["index"])
+        with tf.GradientTape() as tape:
+            both = self.model(tf.concat([views[:, 0], views[:, 1]], 0), training=True)
+            first, second = both[:b], both[b:]
+            k = tf.shape(first)[1]
+            gathered = ctx.all_gather(tf.concat([second, targets], 1), axis=0)
+            second_all, targets_all = gathered[:, :k], gathered[:, k:]
+            loss_sum, selected, positive = dac_loss_terms(first, second_all, upper, lower, replica_id * b,
+                                                          targets, targets_all, exclude_self=False)
+            total_selected = ctx.all_reduce(tf.distribute.ReduceOp.SUM, selected)
+            loss = loss_sum / tf.maximum(total_selected, 1.0)
+        self.apply_gradients(self.optimizer, tape, loss, self.model.trainable_variables)
+        pairs = tf.square(tf.cast(tf.shape(second_all)[0], tf.float32))
         return {"loss": loss, "dac/selected_fraction": selected / pairs,
                 "dac/positive_fraction": positive / pairs}
 

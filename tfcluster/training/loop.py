@@ -78,7 +78,7 @@ class Trainer:
                                                   max_to_keep=cfg.max_checkpoints)
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
         self._predict_fn = tf.function(method.predict, reduce_retracing=True)
-        self._dist_step = None
+        self._dist_steps = {}
 
     # -- checkpoints ---------------------------------------------------------------
     def restore(self) -> str | None:
@@ -93,10 +93,34 @@ class Trainer:
         return latest
 
     # -- inference -------------------------------------------------------------------
-    def predict_all(self) -> np.ndarray:
-        """Probabilities [N, K] for the whole source, in order, in inference mode."""
-        ds = pipeline.eval_dataset(self.source, self.preprocessor, self.method.config.eval_batch_size)
-        return np.concatenate([self._predict_fn(batch["image"]).numpy() for batch in ds])
+    def predict_all(self, fn: Callable | None = None, shuffle_seed: int | None = None,
+                    limit: int | None = None) -> np.ndarray:
+        """Probabilities [N, K] for the whole source, in order, in inference mode.
+
+        Args:
+          fn: a tf.function of preprocessed images [B, ...] whose outputs are
+            returned instead (concatenated over eval batches).
+          shuffle_seed: if set, batches are drawn from this seed's permutation
+            of the source (for batch-dependent `fn`s, e.g. batch-statistics
+            BatchNorm, on sources stored sorted by class); outputs are still
+            returned in source order.
+          limit: only the first `limit` samples (in source order).
+        """
+        fn = fn or self._predict_fn
+        source = self.source
+        if limit is not None:
+            source = dataclasses.replace(source, x=source.x[:limit], y=source.y[:limit])
+        perm = None
+        if shuffle_seed is not None:
+            perm = np.random.RandomState(shuffle_seed).permutation(len(source))
+            source = dataclasses.replace(source, x=source.x[perm], y=source.y[perm])
+        ds = pipeline.eval_dataset(source, self.preprocessor, self.method.config.eval_batch_size)
+        out = np.concatenate([fn(batch["image"]).numpy() for batch in ds])
+        if perm is not None:
+            unshuffled = np.empty_like(out)
+            unshuffled[perm] = out
+            out = unshuffled
+        return out
 
     def evaluate(self, write: bool = True) -> tuple[dict, np.ndarray]:
         """Metrics of the current model on the whole source, and probabilities [N, K]."""
@@ -118,7 +142,9 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------
     def _distributed_step(self):
-        if self._dist_step is None:
+        """The traced global step of the method's current phase (one tf.function per phase)."""
+        phase = self.method.phase
+        if phase not in self._dist_steps:
             strategy, method = self.strategy, self.method
 
             @tf.function
@@ -126,8 +152,8 @@ class Trainer:
                 per_replica = strategy.run(method.train_step, args=(batch,))
                 return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
-            self._dist_step = step
-        return self._dist_step
+            self._dist_steps[phase] = step
+        return self._dist_steps[phase]
 
     def run(self) -> TrainResult:
         resumed = self.restore()
@@ -141,9 +167,12 @@ class Trainer:
         train_seconds, images = 0.0, 0
         result, probs = {}, None
         steps_per_epoch = len(self.source) // cfg.batch_size
-        step_fn = self._distributed_step()
         for epoch in range(start, num_epochs):
+            if self.method.finished():
+                self.log(f"{self.method.name} met its stopping rule; nothing left to train")
+                break
             epoch_logs = self.method.begin_epoch(epoch, self.predict_all)
+            step_fn = self._distributed_step()
             ds = pipeline.train_dataset(self.source, self.preprocessor, cfg.augment, cfg.batch_size, self.seed, epoch,
                                         num_views=self.method.num_views)
             bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if self.progress else 0,
@@ -164,20 +193,24 @@ class Trainer:
             elapsed = time.perf_counter() - t0
             train_seconds += elapsed
             images += steps_per_epoch * cfg.batch_size
+            epoch_logs.update(self.method.end_epoch(epoch, self.predict_all))
             self.epoch.assign(epoch + 1)
             epoch_logs["train/images_per_second"] = steps_per_epoch * cfg.batch_size / max(elapsed, 1e-9)
-            summaries.write_scalars(self.writer, epoch_logs, int(self.step.numpy()))
-            last = epoch + 1 == num_epochs
+            summaries.write_logs(self.writer, epoch_logs, int(self.step.numpy()))
+            last = epoch + 1 == num_epochs or self.method.finished()
             if last or (epoch + 1) % cfg.checkpoint_every == 0:
                 self.manager.save(checkpoint_number=int(self.step.numpy()))
-            if last or (epoch + 1) % cfg.eval_every == 0:
+            if last or ((epoch + 1) % cfg.eval_every == 0 and self.method.wants_eval(epoch)):
                 result, probs = self.evaluate()
                 shown = {k: round(v, 4) for k, v in result.items()
                          if k in ("acc", "nmi", "ari", "nonempty_clusters", "cluster_entropy")}
                 self.log(f"epoch {epoch + 1}/{num_epochs}: {shown}")
+            if self.method.finished():
+                self.log(f"{self.method.name} met its stopping rule after epoch {epoch + 1}")
+                break
         if probs is None:  # nothing left to train (resumed a finished run)
             result, probs = self.evaluate(write=False)
-        return TrainResult(metrics=result, epochs_run=num_epochs - start, steps=int(self.step.numpy()),
+        return TrainResult(metrics=result, epochs_run=int(self.epoch.numpy()) - start, steps=int(self.step.numpy()),
                            train_seconds=train_seconds, train_images_per_second=images / max(train_seconds, 1e-9),
                            resumed_from=resumed, probabilities=probs)
 

@@ -13,6 +13,24 @@ def write_scalars(writer, values: dict, step: int) -> None:
     writer.flush()
 
 
+def write_logs(writer, values: dict, step: int) -> None:
+    """Writes a dict of logs by kind: numbers as scalars, 1-D arrays as
+    histograms, [N, H, W, C] arrays as images (values rescaled to [0, 1])."""
+    with writer.as_default(step=int(step)):
+        for key, value in values.items():
+            arr = np.asarray(value)
+            if arr.ndim == 0:
+                tf.summary.scalar(key, float(arr))
+            elif arr.ndim == 1:
+                tf.summary.histogram(key, arr)
+            elif arr.ndim == 4:
+                lo, hi = float(arr.min()), float(arr.max())
+                tf.summary.image(key, (arr - lo) / max(hi - lo, 1e-12), max_outputs=arr.shape[0])
+            else:
+                raise ValueError(f"cannot summarise log {key!r} of shape {arr.shape}")
+    writer.flush()
+
+
 def cluster_gallery(images: np.ndarray, clusters: np.ndarray, confidence: np.ndarray, num_clusters: int,
                     per_cluster: int = 8, max_clusters: int = 32) -> np.ndarray:
     """A grid: one row per cluster, its `per_cluster` most confident members.
