@@ -13,7 +13,7 @@ from tfcluster.errors import InputError
 def test_offline_sources_shapes_and_protocol():
     digits = sources.load("digits")
     assert digits.x.shape == (1797, 8, 8, 1) and digits.x.dtype == np.uint8
-    assert digits.x.max() == 255 and digits.info.num_classes == 10
+    assert digits.x.max() == 255 and digits.info.num_classes == 10 and digits.info.num_samples == 1797
     m = sources.load("mnist5k")
     assert m.x.shape == (5000, 28, 28, 1) and set(np.unique(m.y)) == set(range(10))
     train, test = sources.load("mnist5k?split=train"), sources.load("mnist5k?split=test")

@@ -52,6 +52,7 @@ class DatasetInfo:
       class_names: optional names of the classes.
       skipped: files that could not be decoded (folder sources).
       items: names of the samples (file paths for folder sources), else empty.
+      num_samples: number of samples (presets may scale epochs by it).
     """
 
     name: str
@@ -61,6 +62,7 @@ class DatasetInfo:
     class_names: tuple = ()
     skipped: int = 0
     items: tuple = ()
+    num_samples: int = 0
 
     @property
     def channels(self) -> int:
@@ -168,7 +170,7 @@ def make_source(name: str, x: np.ndarray, y: np.ndarray | None = None, *, num_cl
     if num_classes is None:
         num_classes = int(y.max()) + 1 if np.all(y >= 0) else 0
     info = DatasetInfo(name=name, num_classes=int(num_classes), image_shape=tuple(int(d) for d in x.shape[1:]),
-                       modality=modality, **extra)
+                       modality=modality, num_samples=int(x.shape[0]), **extra)
     return Source(x=x, y=y, info=info)
 
 

@@ -147,8 +147,8 @@ class Method(abc.ABC):
 
         `predict_all()` returns probabilities [N, K] in inference mode;
         `predict_all(fn)` maps a tf.function over the source's preprocessed
-        images [B, ...] in order and concatenates its outputs (see
-        `Trainer.predict_all` for `shuffle_seed` and `limit`). Returns logs:
+        images [B, ...] in order and concatenates its outputs
+        (`predict_all(fn, limit=n)`: the first n samples only). Returns logs:
         numbers (scalars), 1-D arrays (histograms), [N, H, W, C] arrays (images).
         """
         return {}

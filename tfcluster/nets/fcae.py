@@ -2,7 +2,8 @@
 
 Encoder: [conv (BN, ReLU) -> max-pool]* -> conv to a 1x1 feature map (BN, ReLU)
 Decoder: the mirror image: deconv (BN, ReLU) -> [unpool -> deconv]*, the last
-deconv linear and without BN. Each unpooling layer puts its input values back
+deconv linear and without BN. Layers followed by BN have no bias (BN's beta
+plays its part; a bias there gets only round-off gradients). Each unpooling layer puts its input values back
 at the arg-max positions recorded by the matching pooling layer (zeros
 elsewhere), as in the paper's design, rather than upsampling.
 
@@ -128,28 +129,29 @@ def build_fcae(input_shape, variant: str | None = None, bn_momentum: float = 0.9
     argmaxes, conv_inputs = [], []
     for i, (k, f) in enumerate(spec["convs"]):
         conv_inputs.append((x.shape[-1], k))
-        x = keras.layers.Conv2D(scaled(f), k, padding=padding, kernel_initializer="he_normal",
+        x = keras.layers.Conv2D(scaled(f), k, padding=padding, use_bias=False, kernel_initializer="he_normal",
                                 name=f"enc{i + 1}_conv")(x)
         x = _bn_relu(x, bn_momentum, f"enc{i + 1}_")
         x, argmax = MaxPoolWithArgmax(name=f"enc{i + 1}_pool")(x)
         argmaxes.append(argmax)
     k, f = spec["feature"]
     pre_feature_channels = x.shape[-1]
-    x = keras.layers.Conv2D(scaled(f), k, padding="valid", kernel_initializer="he_normal", name="feature_conv")(x)
+    x = keras.layers.Conv2D(scaled(f), k, padding="valid", use_bias=False, kernel_initializer="he_normal",
+                            name="feature_conv")(x)
     x = _bn_relu(x, bn_momentum, "feature_")
     if x.shape[1] != 1 or x.shape[2] != 1:
         raise ValueError(f"FCAE feature map is {x.shape[1]}x{x.shape[2]}, expected 1x1")
     features = keras.layers.Flatten(name="features")(x)
 
     # Decoder: mirror image of the encoder.
-    y = keras.layers.Conv2DTranspose(pre_feature_channels, k, padding="valid", kernel_initializer="he_normal",
-                                     name="dec_feature_deconv")(x)
+    y = keras.layers.Conv2DTranspose(pre_feature_channels, k, padding="valid", use_bias=False,
+                                     kernel_initializer="he_normal", name="dec_feature_deconv")(x)
     y = _bn_relu(y, bn_momentum, "dec_feature_")
     for i in reversed(range(len(spec["convs"]))):
         y = MaxUnpool(name=f"dec{i + 1}_unpool")([y, argmaxes[i]])
         out_channels, k = conv_inputs[i]
         last = i == 0
-        y = keras.layers.Conv2DTranspose(channels if last else out_channels, k, padding=padding,
+        y = keras.layers.Conv2DTranspose(channels if last else out_channels, k, padding=padding, use_bias=last,
                                          kernel_initializer="glorot_uniform" if last else "he_normal",
                                          name=f"dec{i + 1}_deconv")(y)
         if not last:

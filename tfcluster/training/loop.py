@@ -93,34 +93,20 @@ class Trainer:
         return latest
 
     # -- inference -------------------------------------------------------------------
-    def predict_all(self, fn: Callable | None = None, shuffle_seed: int | None = None,
-                    limit: int | None = None) -> np.ndarray:
+    def predict_all(self, fn: Callable | None = None, limit: int | None = None) -> np.ndarray:
         """Probabilities [N, K] for the whole source, in order, in inference mode.
 
         Args:
           fn: a tf.function of preprocessed images [B, ...] whose outputs are
-            returned instead (concatenated over eval batches).
-          shuffle_seed: if set, batches are drawn from this seed's permutation
-            of the source (for batch-dependent `fn`s, e.g. batch-statistics
-            BatchNorm, on sources stored sorted by class); outputs are still
-            returned in source order.
-          limit: only the first `limit` samples (in source order).
+            returned instead (concatenated over eval batches, in source order).
+          limit: only the first `limit` samples.
         """
         fn = fn or self._predict_fn
         source = self.source
         if limit is not None:
             source = dataclasses.replace(source, x=source.x[:limit], y=source.y[:limit])
-        perm = None
-        if shuffle_seed is not None:
-            perm = np.random.RandomState(shuffle_seed).permutation(len(source))
-            source = dataclasses.replace(source, x=source.x[perm], y=source.y[perm])
         ds = pipeline.eval_dataset(source, self.preprocessor, self.method.config.eval_batch_size)
-        out = np.concatenate([fn(batch["image"]).numpy() for batch in ds])
-        if perm is not None:
-            unshuffled = np.empty_like(out)
-            unshuffled[perm] = out
-            out = unshuffled
-        return out
+        return np.concatenate([fn(batch["image"]).numpy() for batch in ds])
 
     def evaluate(self, write: bool = True) -> tuple[dict, np.ndarray]:
         """Metrics of the current model on the whole source, and probabilities [N, K]."""
