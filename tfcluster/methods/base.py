@@ -148,7 +148,7 @@ class Method(abc.ABC):
         `predict_all()` returns probabilities [N, K] in inference mode;
         `predict_all(fn)` maps a tf.function over the source's preprocessed
         images [B, ...] in order and concatenates its outputs
-        (`predict_all(fn, limit=n)`: the first n samples only). Returns logs:
+        (`predict_all(fn, subset=indices)`: those samples only). Returns logs:
         numbers (scalars), 1-D arrays (histograms), [N, H, W, C] arrays (images).
         """
         return {}

@@ -93,18 +93,19 @@ class Trainer:
         return latest
 
     # -- inference -------------------------------------------------------------------
-    def predict_all(self, fn: Callable | None = None, limit: int | None = None) -> np.ndarray:
+    def predict_all(self, fn: Callable | None = None, subset: np.ndarray | None = None) -> np.ndarray:
         """Probabilities [N, K] for the whole source, in order, in inference mode.
 
         Args:
           fn: a tf.function of preprocessed images [B, ...] whose outputs are
             returned instead (concatenated over eval batches, in source order).
-          limit: only the first `limit` samples.
+          subset: indices of the samples to use instead of all (in this order).
         """
         fn = fn or self._predict_fn
         source = self.source
-        if limit is not None:
-            source = dataclasses.replace(source, x=source.x[:limit], y=source.y[:limit])
+        if subset is not None:
+            subset = np.asarray(subset)
+            source = dataclasses.replace(source, x=source.x[subset], y=source.y[subset])
         ds = pipeline.eval_dataset(source, self.preprocessor, self.method.config.eval_batch_size)
         return np.concatenate([fn(batch["image"]).numpy() for batch in ds])
 
