@@ -3,8 +3,9 @@ r"""Benchmark: methods x datasets x seeds within a time budget -> docs/RESULTS.m
   python tools/benchmark.py --methods=dac,kmeans --datasets=mnist5k,fashion_mnist --seeds=0,1,2 \
       --preset=cpu --budget_minutes=120
 
-Each run goes to WORKROOT/<method>-<dataset>-seed<k>/ (re-running resumes or
-re-reads finished runs). The table (ACC/NMI/ARI min/median/max over seeds,
+Each run goes to WORKROOT/<method>-<dataset>-<preset>-seed<k>-<config digest>/ (re-running resumes
+an unfinished run); a run already in --json with the same resolved config is not
+run again, one measured with another config is replaced. The table (ACC/NMI/ARI min/median/max over seeds,
 median wall time and training images/second) replaces the block between the
 markers in --results (default docs/RESULTS.md); raw rows go to --json.
 """
@@ -64,28 +65,47 @@ def write_results(path, rows, command):
     atomic_write_text(path, text)
 
 
+def config_digest(method: str, dataset: str, preset: str, overrides) -> str:
+    """Short hash of the resolved config a run would use (presets change between versions)."""
+    import hashlib
+
+    from tfcluster import config as config_lib
+    from tfcluster import methods
+    from tfcluster.data import sources
+
+    info = sources.load(dataset).info
+    cfg = config_lib.override(methods.get(method).preset(preset, info), tuple(overrides))
+    text = json.dumps(config_lib.to_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def main(argv):
     from tfcluster import run
 
     start = time.time()
     rows = json.load(open(FLAGS.json)) if os.path.exists(FLAGS.json) else []
-    done = {r["name"] for r in rows}
     for dataset in FLAGS.datasets:
         for method in FLAGS.methods:
+            digest = config_digest(method, dataset, FLAGS.preset, FLAGS.set)
             for seed in FLAGS.seeds:
                 name = f"{method}-{dataset.replace(':', '_').replace('/', '_')}-{FLAGS.preset}-seed{seed}"
-                if name in done:
-                    continue
+                old = [r for r in rows if r["name"] == name]
+                if old and all(r.get("config_digest") == digest for r in old):
+                    continue  # measured with this very config
+                if old:
+                    print(f"{name}: the config changed since it was measured; running it again")
+                    rows = [r for r in rows if r["name"] != name]
                 if time.time() - start > FLAGS.budget_minutes * 60:
                     print(f"budget reached; not starting {name}")
                     continue
-                options = run.RunOptions(method=method, dataset=dataset, workdir=os.path.join(FLAGS.workroot, name),
+                options = run.RunOptions(method=method, dataset=dataset, workdir=os.path.join(FLAGS.workroot, f"{name}-{digest}"),
                                          preset=FLAGS.preset, seed=int(seed), overrides=tuple(FLAGS.set),
                                          progress=False, export=False)
                 m = run.train(options)
                 rows.append({"name": name, **{k: m[k] for k in ("method", "dataset", "preset", "seed", "acc", "nmi",
                                                                 "ari", "wall_seconds", "train_images_per_second",
-                                                                "num_samples")}, "overrides": list(FLAGS.set)})
+                                                                "num_samples")}, "overrides": list(FLAGS.set),
+                             "config_digest": digest})
                 print(json.dumps(rows[-1]))
                 from tfcluster.config import write_json
 

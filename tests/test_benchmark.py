@@ -1,0 +1,22 @@
+"""The benchmark tool re-measures a run when its resolved config changed."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+
+import benchmark  # noqa: E402
+
+
+def test_config_digest_tracks_the_resolved_config():
+    a = benchmark.config_digest("dac", "digits", "cpu", [])
+    assert a == benchmark.config_digest("dac", "digits", "cpu", [])
+    assert a != benchmark.config_digest("dac", "digits", "cpu", ["epochs=3"])
+    assert a != benchmark.config_digest("dac", "digits", "paper", [])
+
+
+def test_table_reports_min_median_max():
+    rows = [{"method": "m", "dataset": "d", "preset": "cpu", "acc": a, "nmi": 0.5, "ari": 0.1,
+             "wall_seconds": 10.0, "train_images_per_second": 5.0} for a in (0.2, 0.4, 0.3)]
+    line = benchmark.table(rows).splitlines()[-1]
+    assert "| 3 | 0.200 / 0.300 / 0.400 |" in line
