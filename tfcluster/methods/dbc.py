@@ -153,6 +153,7 @@ class DBC(Method):
             self.optimizer.build(self._cluster_variables())
         self._features_fn = tf.function(lambda x: self.encoder(x, training=False))
         self._recon_fn = tf.function(lambda x: self.autoencoder(x, training=False)[0])
+        self._identity_fn = tf.function(lambda x: x)
 
     def _cluster_variables(self):
         return list(self.encoder.trainable_variables) + [self.centres]
@@ -215,7 +216,7 @@ class DBC(Method):
         if epoch < stage1:
             n = self.config.preview_images
             if n:
-                x = predict_all(tf.function(lambda x: x), subset=np.arange(n))
+                x = predict_all(self._identity_fn, subset=np.arange(n))
                 recon = predict_all(self._recon_fn, subset=np.arange(n))
                 logs["dbc/reconstructions"] = np.concatenate([x, recon], axis=2)  # [n, H, 2W, C] side by side
             if epoch + 1 == stage1:
