@@ -203,10 +203,10 @@ class DAC(Method):
     def train_step(self, batch):
         ctx, replica_id, _ = self.replica_info()
         upper, lower = self.config.schedule.thresholds(self.lam)
-        views, clean = batch["views"][:, 0], batch["image"]
-        b = tf.shape(views)[0]
         if self.config.select_on == "epoch":
             return self._cross_view_step(batch, ctx, replica_id, upper, lower)
+        views, clean = batch["views"][:, 0], batch["image"]
+        b = tf.shape(views)[0]
         with tf.GradientTape() as tape:
             if self.config.select_on == "clean":
                 both = self.model(tf.concat([views, clean], 0), training=True)
