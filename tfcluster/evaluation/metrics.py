@@ -71,6 +71,28 @@ def bcubed(y_true, y_pred) -> tuple[float, float]:
     return float(precision), float(recall)
 
 
+def graph_bcubed(y_true, graph) -> tuple[float, float]:
+    """BCubed (precision, recall) of a similarity graph, e.g. DCCM's pseudo-graph (its Fig. 5).
+
+    With N(i) = {j : W_ij = 1} (the item itself included),
+    precision_i = |N(i) and same class| / |N(i)|, recall_i = |N(i) and same class| / |same class|,
+    averaged over items. For a graph that is an equivalence relation these are
+    the partition's BCubed scores (`bcubed`).
+
+    Args:
+      y_true: [n] class labels.
+      graph: [n, n] 0/1 adjacency (symmetric; the diagonal is set to 1).
+    """
+    y = np.asarray(y_true).reshape(-1)
+    w = np.asarray(graph).astype(bool)
+    if w.shape != (len(y), len(y)):
+        raise ValueError(f"graph must be [n, n] for n = {len(y)} labels, got {w.shape}")
+    w = w | np.eye(len(y), dtype=bool)
+    same = y[:, None] == y[None, :]
+    hits = (w & same).sum(1).astype(np.float64)
+    return float((hits / w.sum(1)).mean()), float((hits / same.sum(1)).mean())
+
+
 def uniformity_index(labels, num_classes: int | None = None) -> float:
     """UI(X) = -sum_i p_i ln p_i / ln n of the class distribution (precise-feature paper, eq. 9)."""
     labels = np.asarray(labels).reshape(-1)

@@ -138,6 +138,15 @@ class Method(abc.ABC):
         """Whether cluster metrics mean anything after this epoch (the last is always evaluated)."""
         return True
 
+    def label_report(self, probabilities: np.ndarray, labels: np.ndarray) -> dict:
+        """Method-specific diagnostics against ground truth, for reporting only.
+
+        Called at evaluation when the source has labels, with the
+        probabilities [N, K] just predicted; returns scalars (never used for
+        training or model selection).
+        """
+        return {}
+
     def end_epoch(self, epoch: int, predict_all: Callable[..., np.ndarray]) -> dict:
         """Eager stage after an epoch's steps, before its checkpoint. Returns logs."""
         return {}

@@ -118,6 +118,7 @@ class Trainer:
         result["mean_confidence"] = float(confidence.mean())
         if self.source.has_labels:
             result.update(metrics.evaluate(self.source.y, clusters))
+            result.update(self.method.label_report(probs, self.source.y))
         if write:
             step = int(self.step.numpy())
             summaries.write_scalars(self.writer, {f"eval/{k}": v for k, v in result.items()}, step)

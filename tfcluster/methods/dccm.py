@@ -1,0 +1,347 @@
+"""DCCM: Deep Comprehensive Correlation Mining (Wu et al., ICCV 2019).
+
+A shallow AlexNet-style network (nets.dccm, supplement Table 4) predicts
+z = softmax features. Each step, over the *global* batch:
+  - targets: the pseudo-graph W_ij = [cos(z_i, z_j) >= thres1] and the
+    pseudo-labels y_i = argmax z_i with confidence mask V_i = [max z_i >= thres2]
+    (eqs. 2, 7-8), from the un-augmented images' predictions without gradient;
+  - L_PG + alpha L_PL on the original images (eqs. 3, 9) and, with local
+    robustness (section 3.3), L'_PG + alpha L'_PL on a transformed view of each
+    image, supervised by the *original* view's W, y and V (eq. 12);
+  - beta L_MI, the triplet mutual information (eq. 14): a 1x1-conv discriminator
+    scores (shallow map, deep vector) pairs of the original images; joint pairs
+    are each sample with itself and with its nearest graph neighbour, marginal
+    pairs a sample with `mi_negatives` random non-neighbours
+    (losses.dccm.sample_pairs, the supplement's Table 6 strategy V1).
+Total loss (eq. 15): graph_weight (L_PG + L'_PG) + label_weight (L_PL + L'_PL)
++ mi_weight L_MI, minimised with RMSprop over the network and the discriminator.
+Cluster = argmax z (eq. 7).
+
+Where the targets come from (`targets`):
+  "batch": the same step's training-mode forward pass of the original images
+    (Algorithm 1 of the paper);
+  "epoch": predictions of the whole training set in inference mode after each
+    epoch, with BatchNorm statistics recalibrated on clean images (as the
+    official code computes targets once on a large batch of 1000 and then
+    trains several passes of augmented mini-batches against them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcluster.data.augment import AugmentConfig
+from tfcluster.errors import InputError
+from tfcluster.evaluation import metrics
+from tfcluster.losses import dccm as dccm_loss
+from tfcluster.methods.base import BaseConfig, Method
+from tfcluster.nets.batchnorm import BatchNormCalibrator
+from tfcluster.nets.dccm import DEEP_LAYERS, SHALLOW_LAYERS, MIDiscriminator, build_dccm_net, variant_for
+
+TARGETS = ("batch", "epoch")
+
+
+@dataclasses.dataclass
+class DCCMConfig(BaseConfig):
+    """DCCM settings.
+
+    Attributes:
+      learning_rate: RMSprop learning rate (1e-4 in the paper).
+      rho: RMSprop decay (0.9, the official code's alpha).
+      thres1: pseudo-graph threshold on cosine similarity (eq. 2).
+      thres2: pseudo-label confidence threshold (eq. 8).
+      graph_weight: weight of L_PG + L'_PG (1 in eq. 15).
+      label_weight: alpha of eq. 15 (5); 0 drops the pseudo-label terms.
+      mi_weight: beta of eq. 15 (0.1 in the paper, 0.05 in its code); 0 drops L_MI.
+      local_robustness: train the transformed view too (eq. 12).
+      targets: "batch" or "epoch" (see the module docstring).
+      width: network width multiplier (1.0 = Table 4).
+      bn_momentum: BatchNorm momentum.
+      logits_bn: BatchNorm before the softmax (official code).
+      shallow, deep: the MI layers ("paper", or the official code's "pool1"/"logits").
+      disc_units: hidden width of the discriminator's 1x1 convs (512).
+      mi_negatives: marginal pairs per anchor.
+      calibration_samples: clean images used to recalibrate BatchNorm ("epoch" targets).
+      report_samples: images on which the pseudo-graph's BCubed scores are reported.
+    """
+
+    epochs: int = 200
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    rho: float = 0.9
+    thres1: float = 0.95
+    thres2: float = 0.9
+    graph_weight: float = 1.0
+    label_weight: float = 5.0
+    mi_weight: float = 0.1
+    local_robustness: bool = True
+    targets: str = "batch"
+    width: float = 1.0
+    bn_momentum: float = 0.99
+    logits_bn: bool = True
+    shallow: str = "paper"
+    deep: str = "paper"
+    disc_units: int = 512
+    mi_negatives: int = 2
+    calibration_samples: int = 2000
+    report_samples: int = 2000
+
+
+def _augment(info) -> AugmentConfig:
+    """The paper's "rotation, shift, rescale, etc." at the official code's strengths."""
+    rgb = info.image_shape[-1] == 3
+    return AugmentConfig(rotation=20.0, shift=0.18, scale=(0.85, 1.15), flip_horizontal=rgb,
+                         brightness=0.1 if rgb else 0.0)
+
+
+def paper_preset(info) -> DCCMConfig:
+    """The paper's settings: Table 4 network, RMSprop 1e-4, alpha 5, beta 0.1, thresholds 0.95 / 0.9.
+
+    Targets from each step's own batch (Algorithm 1), batch 32, 200 epochs (the
+    official code's count; the paper gives none).
+    Command: python experiments/train.py --method=dccm --preset=paper --dataset=cifar10
+    """
+    return DCCMConfig(augment=_augment(info))
+
+
+def cpu_preset(info) -> DCCMConfig:
+    """Small CPU preset (MNIST-5k in about 15 minutes on 2 cores).
+
+    Command: python experiments/train.py --method=dccm --preset=cpu --dataset=mnist5k
+    Changes from `paper` and why:
+      - targets="epoch": predictions of the clean images once per epoch with
+        recalibrated BatchNorm (see the module docstring), as DAC's cpu preset;
+      - width 0.5, batch 64, discriminator width 128 on the first pooling's
+        map (the official code's shallow layer, 4x fewer locations than the
+        paper's): about 6x less compute per image;
+      - learning rate 1e-3: 1e-4 barely moves a network in the few thousand
+        steps a CPU budget allows;
+      - a budget of ~100,000 training images (20 epochs of MNIST-5k, at least
+        2 epochs);
+      - BatchNorm momentum 0.9; evaluation every 5 epochs.
+    """
+    epochs = max(2, round(CPU_IMAGE_BUDGET / max(info.num_samples, 1)))
+    return dataclasses.replace(paper_preset(info), targets="epoch", width=0.5, batch_size=64, disc_units=128,
+                               shallow="pool1", learning_rate=1e-3, bn_momentum=0.9, epochs=epochs, eval_every=5)
+
+
+# Training images the cpu preset aims at: 20 epochs of MNIST-5k.
+CPU_IMAGE_BUDGET = 100_000
+
+
+def ablation_preset(level: int):
+    """Table 3's M1-M4 on top of the cpu preset: M1 PG only, M2 +LR, M3 +PL, M4 +MI (= cpu)."""
+
+    def preset(info) -> DCCMConfig:
+        cfg = cpu_preset(info)
+        return dataclasses.replace(cfg, local_robustness=level >= 2, label_weight=cfg.label_weight if level >= 3 else 0.0,
+                                   mi_weight=cfg.mi_weight if level >= 4 else 0.0)
+
+    preset.__doc__ = f"Ablation M{level} of the paper's Table 3 at the cpu preset's scale " + \
+        "(M1: L_PG; M2: + local robustness; M3: + pseudo-labels; M4: + triplet MI)."
+    return preset
+
+
+class DCCM(Method):
+    name = "dccm"
+    config_class = DCCMConfig
+    presets = {"paper": paper_preset, "cpu": cpu_preset, **{f"m{i}": ablation_preset(i) for i in range(1, 5)}}
+
+    def __init__(self, config, info, num_clusters, strategy, input_shape):
+        super().__init__(config, info, num_clusters, strategy, input_shape)
+        self.num_views = 1 if config.local_robustness else 0
+        self.epoch_targets = None
+        self._calibrated = False
+        self._last_predictions = None
+
+    def check_input_shape(self, input_shape):
+        cfg = self.config
+        if len(input_shape) != 3:
+            raise InputError(f"DCCM needs images [H, W, C]; got inputs of shape {input_shape}")
+        try:
+            variant_for(input_shape)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        if cfg.targets not in TARGETS:
+            raise InputError(f"targets must be one of {TARGETS}, got {cfg.targets!r}")
+        if cfg.shallow not in SHALLOW_LAYERS or cfg.deep not in DEEP_LAYERS:
+            raise InputError(f"shallow must be one of {SHALLOW_LAYERS} and deep one of {DEEP_LAYERS}; "
+                             f"got {cfg.shallow!r}, {cfg.deep!r}")
+        if not 0.0 < cfg.thres1 <= 1.0 or not 0.0 < cfg.thres2 <= 1.0:
+            raise InputError(f"thresholds must be in (0, 1]; got thres1={cfg.thres1}, thres2={cfg.thres2}")
+        if cfg.mi_negatives < 1:
+            raise InputError(f"mi_negatives must be at least 1, got {cfg.mi_negatives}")
+
+    def build(self):
+        cfg = self.config
+        with self.strategy.scope():
+            self.model = build_dccm_net(self.input_shape, self.num_clusters, width=cfg.width,
+                                        bn_momentum=cfg.bn_momentum, logits_bn=cfg.logits_bn, shallow=cfg.shallow,
+                                        deep=cfg.deep)
+            shallow_shape = self.model.output["shallow"].shape
+            deep_dim = self.model.output["deep"].shape[-1]
+            self.discriminator = MIDiscriminator(cfg.disc_units, name="mi_discriminator")
+            self.discriminator.build((shallow_shape, (None, deep_dim)))
+            self.optimizer = keras.optimizers.RMSprop(cfg.learning_rate, rho=cfg.rho)
+            self.optimizer.build(self._variables())
+        self._calibrator = BatchNormCalibrator(self.model)
+
+    def _variables(self):
+        return list(self.model.trainable_variables) + list(self.discriminator.trainable_variables)
+
+    def checkpoint_objects(self):
+        return {"model": self.model, "discriminator": self.discriminator, "optimizer": self.optimizer}
+
+    def export_objects(self):
+        return {"model": self.model}
+
+    # -- eager stages ---------------------------------------------------------------------
+    def _subset(self, k):
+        total = int(self.info.num_samples)
+        if total <= 0 or k <= 0 or k >= total:
+            return None
+        return np.sort(np.random.RandomState(12345).permutation(total)[:k])
+
+    def calibrate(self, predict_all):
+        """BatchNorm statistics of the clean training images (see nets.batchnorm and DAC)."""
+        subset = self._subset(int(self.config.calibration_samples))
+        self._calibrator(lambda fn: predict_all(fn, subset=subset))
+        self._calibrated = True
+
+    def begin_epoch(self, epoch, predict_all):
+        if self.config.targets != "epoch":
+            return {}
+        if not self._calibrated:  # first epoch of this process (fresh start or resume)
+            self.calibrate(predict_all)
+        probs = self._last_predictions if self._last_predictions is not None else predict_all()
+        self._last_predictions = None
+        probs = probs.astype(np.float32)
+        if self.epoch_targets is None:
+            with self.strategy.scope():
+                self.epoch_targets = tf.Variable(probs, trainable=False, name="epoch_targets")
+        else:
+            self.epoch_targets.assign(probs)
+        return self._target_logs(probs, "dccm/epoch_targets_")
+
+    def _target_logs(self, probs, prefix):
+        """Confident fraction, graph edge fraction (on a fixed sample) and the largest-probability histogram."""
+        top = probs.max(1)
+        subset = self._subset(int(self.config.report_samples))
+        sample = probs if subset is None else probs[subset]
+        graph = self._graph(sample)
+        n = len(sample)
+        return {f"{prefix}confident_fraction": float((top >= self.config.thres2).mean()),
+                f"{prefix}edge_fraction": float((graph.sum() - n) / max(n * (n - 1), 1)),
+                f"{prefix}max_probability": top}  # the paper's Fig. 6a
+
+    def _graph(self, probs):
+        z = probs / np.maximum(np.linalg.norm(probs, axis=1, keepdims=True), 1e-12)
+        return (z @ z.T) >= self.config.thres1
+
+    def end_epoch(self, epoch, predict_all):
+        if self.config.targets == "epoch":
+            self.calibrate(predict_all)
+            probs = predict_all()
+            if epoch + 1 < self.num_epochs():
+                self._last_predictions = probs
+        else:
+            probs = predict_all()
+        return self._target_logs(probs, "dccm/")
+
+    def label_report(self, probabilities, labels):
+        """BCubed precision/recall of the pseudo-graph on a fixed sample (the paper's Fig. 5)."""
+        subset = self._subset(int(self.config.report_samples))
+        if subset is not None:
+            probabilities, labels = probabilities[subset], labels[subset]
+        precision, recall = metrics.graph_bcubed(labels, self._graph(probabilities))
+        return {"pseudo_graph_bcubed_precision": precision, "pseudo_graph_bcubed_recall": recall}
+
+    # -- graph step ---------------------------------------------------------------------------
+    def train_step(self, batch):
+        cfg = self.config
+        ctx, replica_id, _ = self.replica_info()
+        x = batch["image"]
+        b = tf.shape(x)[0]
+        offset = replica_id * b
+        with tf.GradientTape() as tape:
+            out = self.model(x, training=True)
+            z = out["probabilities"]
+            if cfg.targets == "epoch":
+                target = tf.gather(self.epoch_targets, batch["index"])
+            else:
+                target = tf.stop_gradient(z)
+            parts = [z, target, out["deep"]]
+            if cfg.local_robustness:
+                z_t = self.model(batch["views"][:, 0], training=True)["probabilities"]
+                parts.append(z_t)
+            # One gather for everything: independently launched collectives may run in
+            # different orders on different replicas.
+            sizes = [p.shape[-1] for p in parts]
+            gathered = tf.split(ctx.all_gather(tf.concat(parts, 1), axis=0), sizes, axis=1)
+            z_all, target_all, deep_all = gathered[:3]
+            big_b = tf.shape(z_all)[0]
+            big_bf = tf.cast(big_b, tf.float32)
+            pairs = big_bf * (big_bf - 1.0)
+
+            target_sim = dccm_loss.cosine_similarity(target, target_all)  # [b, B]
+            graph = dccm_loss.pseudo_graph(target_sim, cfg.thres1)
+            labels, confident = dccm_loss.pseudo_labels(target, cfg.thres2)
+            not_self = dccm_loss.off_diagonal_mask(b, big_b, offset)
+
+            pg = dccm_loss.graph_bce_sum(dccm_loss.cosine_similarity(z, z_all), graph, not_self) / pairs
+            pl = dccm_loss.label_ce_sum(z, labels, confident) / big_bf
+            logs = {"dccm/graph": pg, "dccm/label": pl}
+            if cfg.local_robustness:
+                z_t_all = gathered[3]
+                logs["dccm/graph_transformed"] = dccm_loss.graph_bce_sum(
+                    dccm_loss.cosine_similarity(z_t, z_t_all), graph, not_self) / pairs
+                logs["dccm/label_transformed"] = dccm_loss.label_ce_sum(z_t, labels, confident) / big_bf
+            loss = cfg.graph_weight * (pg + logs.get("dccm/graph_transformed", 0.0))
+            if cfg.label_weight:
+                loss += cfg.label_weight * (pl + logs.get("dccm/label_transformed", 0.0))
+            if cfg.mi_weight:
+                mi, mi_logs = self._mi_loss(ctx, out["shallow"], out["deep"], deep_all, graph, target_sim, offset)
+                loss += cfg.mi_weight * mi
+                logs.update(mi_logs)
+            # Sum over replicas = the global-batch loss (every term is normalised by global counts).
+        self.apply_gradients(self.optimizer, tape, loss, self._variables())
+        logs["loss"] = loss
+        logs["dccm/confident_fraction"] = tf.reduce_sum(confident) / big_bf
+        logs["dccm/edge_fraction"] = tf.reduce_sum(graph * not_self) / pairs
+        return logs
+
+    def _mi_loss(self, ctx, shallow, deep, deep_all, graph, target_sim, offset):
+        """L_MI (eq. 14) for this replica's anchors; returns (loss share, logs)."""
+        cfg = self.config
+        seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        pos_index, pos_valid, neg_index, neg_valid = dccm_loss.sample_pairs(graph, target_sim, offset,
+                                                                            cfg.mi_negatives, seed)
+        disc = self.discriminator
+        hs = disc.encode_shallow(shallow)  # [b, h, w, u]
+        hd_all = disc.encode_deep(deep_all)  # [B, u]
+        self_scores = disc.score(hs, disc.encode_deep(deep))
+        pos_scores = disc.score(hs, tf.gather(hd_all, pos_index))
+        n = cfg.mi_negatives
+        neg_scores = disc.score(tf.repeat(hs, n, axis=0), tf.gather(hd_all, tf.reshape(neg_index, [-1])))
+        joint, joint_count, marginal, marginal_count = dccm_loss.jsd_mi_terms(
+            tf.concat([self_scores, pos_scores], 0), tf.concat([tf.ones_like(pos_valid), pos_valid], 0),
+            neg_scores, tf.reshape(neg_valid, [-1]))
+        counts = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack([joint_count, marginal_count,
+                                                                      tf.cast(tf.shape(pos_valid)[0], tf.float32)]))
+        joint_term = joint / tf.maximum(counts[0], 1.0)
+        marginal_term = marginal / tf.maximum(counts[1], 1.0)
+        mi_loss = joint_term + marginal_term
+        return mi_loss, {"dccm/mi": mi_loss, "dccm/mi_joint": joint_term, "dccm/mi_marginal": marginal_term,
+                         "dccm/mi_neighbour_fraction": tf.reduce_sum(pos_valid) / counts[2]}
+
+    # -- inference -----------------------------------------------------------------------------
+    def predict(self, x):
+        return self.model(x, training=False)["probabilities"]
+
+    def serving_outputs(self, x):
+        out = self.model(x, training=False)
+        return {"probabilities": out["probabilities"], "conv_features": out["conv"], "fc_features": out["fc"]}
