@@ -7,7 +7,7 @@ import tensorflow as tf
 from tfcluster import run
 from tfcluster.data.sources import DatasetInfo
 from tfcluster.errors import InputError
-from tfcluster.evaluation import metrics
+from tfcluster.evaluation import metrics, transfer
 from tfcluster.export import ExportedModel
 from tfcluster.losses import dccm as dccm_loss
 from tfcluster.methods.dccm import DCCM, DCCMConfig
@@ -207,3 +207,9 @@ def test_short_run_beats_kmeans_on_pixels(tmp_path, mnist_small):
     assert out["acc"] > kmeans["acc"] + 0.03, (out["acc"], kmeans["acc"])
     outputs = ExportedModel(out["export"]).signature.structured_outputs
     assert {"cluster", "probabilities", "conv_features", "fc_features"} <= set(outputs)
+    # Transfer evaluation (section 4.1): an MLP on the frozen features, held-out split.
+    result = transfer.transfer(out["export"], "mnist5k?split=train", "mnist5k?split=test", max_iter=50)
+    assert result["train_samples"] == 4000 and result["test_samples"] == 1000
+    assert result["conv_features_test_accuracy"] > 0.8 and result["fc_features_test_accuracy"] > 0.5, result
+    with pytest.raises(InputError, match="serves no features"):
+        transfer.transfer(kmeans["export"], "mnist5k?split=train", "mnist5k?split=test")
