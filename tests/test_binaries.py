@@ -106,3 +106,20 @@ def test_evaluate_and_predict_bad_input(tiny_npz, tmp_path):
     os.makedirs(empty)
     proc = _run("predict.py", f"--model={workdir}/export", f"--input={empty}", f"--output={tmp_path}/o", ok=False)
     assert proc.returncode != 0 and "holds no image files" in proc.stderr
+
+
+def test_dccm_train_then_transfer_evaluation(tmp_path):
+    rng = np.random.RandomState(0)
+    y = np.repeat(np.arange(2), 40)
+    x = rng.randint(0, 30, size=(80, 28, 28, 1)).astype(np.uint8)
+    for i, label in enumerate(y):
+        x[i, 4:24, 4 + label * 12:12 + label * 12] = 230  # a bright band, left or right
+    data = tmp_path / "bands.npz"
+    np.savez(data, x=x[::2], y=y[::2], x_test=x[1::2], y_test=y[1::2])
+    workdir = str(tmp_path / "dccm")
+    _run("train.py", "--method=dccm", f"--dataset=npz:{data}", f"--workdir={workdir}", "--progress=false",
+         "--set=epochs=1", "--set=batch_size=16")
+    out = _run("transfer.py", f"--model={workdir}/export", f"--dataset=npz:{data}", "--max_iter=20").stdout
+    result = json.loads(out[out.index("{"):])
+    assert (result["train_samples"], result["test_samples"], result["method"]) == (40, 40, "dccm")
+    assert 0.0 <= result["conv_features_test_accuracy"] <= 1.0 and "fc_features_test_accuracy" in result

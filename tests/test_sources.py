@@ -91,6 +91,21 @@ def test_npz_source_and_its_errors(tmp_path):
         sources.load(f"npz:{nox}")
     with pytest.raises(InputError, match="not found"):
         sources.load(f"npz:{tmp_path / 'missing.npz'}")
+    with pytest.raises(InputError, match="x_test"):
+        sources.load(f"npz:{good}?split=test")
+
+
+def test_npz_train_and_test_splits(tmp_path):
+    path = tmp_path / "split.npz"
+    np.savez(path, x=np.zeros((5, 6, 6, 1), np.uint8), y=np.zeros(5), x_test=np.ones((3, 6, 6, 1), np.uint8),
+             y_test=np.ones(3))
+    assert len(sources.load(f"npz:{path}?split=train")) == 5
+    test = sources.load(f"npz:{path}?split=test")
+    assert len(test) == 3 and test.x.min() == 1 and test.y.tolist() == [1, 1, 1]
+    both = sources.load(f"npz:{path}")
+    assert len(both) == 8 and both.y.tolist() == [0] * 5 + [1] * 3
+    with pytest.raises(InputError, match="no train/test splits"):
+        sources.load(f"folder:{tmp_path}?split=train")
 
 
 def test_folder_with_classes_skips_corrupt_files(tmp_path):

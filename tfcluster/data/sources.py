@@ -18,7 +18,8 @@ Registered names:
                  (precise-feature paper, IV-D); option base= (default mnist5k)
   gaussians8     8 isotropic 2-D blobs (precise-feature paper, IV-B); vectors,
                  not images; options n= (default 8000), seed=
-  npz:PATH       arrays x [N,H,W,C] (or [N,H,W]) uint8 and optional y [N]
+  npz:PATH       arrays x [N,H,W,C] (or [N,H,W]) uint8 and optional y [N]; optional
+                 x_test / y_test are the test split
   folder:PATH    image files, optionally in one sub-folder per class; options
                  size=H or HxW (default: the first image's size), channels=1|3
 """
@@ -130,8 +131,11 @@ def load(spec: str) -> Source:
     if split not in ("all", "train", "test"):
         raise InputError(f"split must be all, train or test, got {split!r} in {spec!r}")
     if name == "npz":
-        x, y, extra = _load_npz(path, **options)
+        x, y, extra = _load_npz(path, split, **options)
     elif name == "folder":
+        if split != "all":
+            raise InputError(f"folder sources have no train/test splits (got split={split!r}); "
+                             "use two folders or an npz file with x_test")
         x, y, extra = _load_folder(path, **options)
     elif name in _REGISTRY:
         try:
@@ -333,7 +337,8 @@ def _artifact_mnist(split, base="mnist5k", seed="0"):
 # user data
 
 
-def _load_npz(path, **options):
+def _load_npz(path, split="all", **options):
+    """x [N,H,W,C] (+ y [N]); optional x_test/y_test form the test split (split=all joins them)."""
     if options:
         raise InputError(f"npz sources take no options, got {sorted(options)}")
     if not path or not os.path.isfile(path):
@@ -342,13 +347,22 @@ def _load_npz(path, **options):
         with np.load(path, allow_pickle=False) as f:
             if "x" not in f:
                 raise InputError(f"{path}: npz must hold an array named 'x' (found {sorted(f.files)})")
-            x = f["x"]
-            y = f["y"] if "y" in f else None
+            parts = {"train": (f["x"], f["y"] if "y" in f else None)}
+            if "x_test" in f:
+                parts["test"] = (f["x_test"], f["y_test"] if "y_test" in f else None)
     except InputError:
         raise
     except Exception as e:
         raise InputError(f"{path}: not a readable npz file ({e})") from e
-    return x, y, {}
+    if split == "test" and "test" not in parts:
+        raise InputError(f"{path}: split=test needs arrays 'x_test' (and 'y_test') in the npz file")
+    if split != "all" or "test" not in parts:
+        x, y = parts[split if split != "all" else "train"]
+        return x, y, {}
+    (x1, y1), (x2, y2) = parts["train"], parts["test"]
+    if (y1 is None) != (y2 is None):
+        raise InputError(f"{path}: give labels for both splits (y and y_test) or for neither")
+    return np.concatenate([x1, x2]), None if y1 is None else np.concatenate([y1, y2]), {}
 
 
 def list_image_files(path: str) -> tuple[list[str], list[int], tuple]:
