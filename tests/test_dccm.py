@@ -188,7 +188,7 @@ def test_two_replica_step_equals_one_device_step(targets):
     logs1, w1 = _one_step(make_strategy("one_device"), batch, targets)
     logs2, w2 = _one_step(mirrored, batch, targets)
     for key in ("loss", "dccm/graph", "dccm/label", "dccm/graph_transformed", "dccm/mi", "dccm/edge_fraction",
-                "dccm/mi_neighbour_fraction"):
+                "dccm/graph_edges", "dccm/mi_neighbour_fraction"):
         assert logs1[key] == pytest.approx(logs2[key], rel=1e-4, abs=1e-6), key
     assert logs1["dccm/mi"] > 0 and logs1["dccm/graph"] > 0
     for a, b in zip(w1, w2):
@@ -205,6 +205,9 @@ def test_short_run_beats_kmeans_on_pixels(tmp_path, mnist_small):
                                    seed=0, progress=False, overrides=("epochs=12",)),
                     log=lambda m: None, source=mnist_small)
     assert out["acc"] > kmeans["acc"] + 0.03, (out["acc"], kmeans["acc"])
+    # Fig. 5's report: BCubed of the pseudo-graph against the labels (reporting only).
+    precision, recall = out["extra"]["pseudo_graph_bcubed_precision"], out["extra"]["pseudo_graph_bcubed_recall"]
+    assert 0.1 < precision <= 1.0 and 0.0 < recall <= 1.0
     outputs = ExportedModel(out["export"]).signature.structured_outputs
     assert {"cluster", "probabilities", "conv_features", "fc_features"} <= set(outputs)
     # Transfer evaluation (section 4.1): an MLP on the frozen features, held-out split.

@@ -311,7 +311,9 @@ class DCCM(Method):
         self.apply_gradients(self.optimizer, tape, loss, self._variables())
         logs["loss"] = loss
         logs["dccm/confident_fraction"] = tf.reduce_sum(confident) / big_bf
-        logs["dccm/edge_fraction"] = tf.reduce_sum(graph * not_self) / pairs
+        edges = tf.reduce_sum(graph * not_self)  # ordered pairs (i, j), i != j, of the global batch
+        logs["dccm/graph_edges"] = edges
+        logs["dccm/edge_fraction"] = edges / pairs
         return logs
 
     def _mi_loss(self, ctx, shallow, deep, deep_all, graph, target_sim, offset):
