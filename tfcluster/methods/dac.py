@@ -21,8 +21,8 @@ from tfcluster.data.augment import AugmentConfig
 from tfcluster.errors import InputError
 from tfcluster.losses.dac import ThresholdSchedule, dac_loss_terms
 from tfcluster.methods.base import BaseConfig, Method
+from tfcluster.methods.clean_targets import CleanTargets
 from tfcluster.nets.allconv import build_allconvnet
-from tfcluster.nets.batchnorm import BatchNormCalibrator
 
 
 @dataclasses.dataclass
@@ -122,8 +122,6 @@ class DAC(Method):
         super().__init__(config, info, num_clusters, strategy, input_shape)
         self.num_views = 2 if config.select_on == "epoch" else 1
         self.epoch_targets = None
-        self._calibrated = False
-        self._last_predictions = None
 
     def check_input_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -139,7 +137,7 @@ class DAC(Method):
             self.optimizer = keras.optimizers.RMSprop(self.config.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
             self.lam = tf.Variable(self.config.schedule.lambda0, trainable=False, dtype=tf.float32, name="lam")
-        self._calibrator = BatchNormCalibrator(self.model)
+        self.clean_targets = CleanTargets(self.model, self.info.num_samples, self.config.calibration_samples)
 
     def checkpoint_objects(self):
         return {"model": self.model, "optimizer": self.optimizer, "lam": self.lam}
@@ -155,11 +153,7 @@ class DAC(Method):
         upper, lower = self.config.schedule.thresholds(lam)
         logs = {"dac/lambda": lam, "dac/upper": upper, "dac/lower": lower}
         if self.config.select_on == "epoch":
-            if not self._calibrated:  # first epoch of this process (fresh start or resume)
-                self.calibrate(predict_all)
-            # The model has not changed since the end of the last epoch: reuse its predictions.
-            probs = self._last_predictions if self._last_predictions is not None else predict_all()
-            self._last_predictions = None
+            probs = self.clean_targets.next(predict_all)
             feats = probs.astype(np.float32)
             feats /= np.linalg.norm(feats, axis=1, keepdims=True)
             if self.epoch_targets is None:
@@ -174,30 +168,18 @@ class DAC(Method):
         return logs
 
     def calibrate(self, predict_all):
-        """Sets BatchNorm statistics to the clean training images' (see nets.batchnorm).
+        """Sets BatchNorm statistics to the clean training images' (see methods.clean_targets).
 
-        At initialisation inference-mode BN (moving mean 0, variance 1) maps
-        every image to nearly the same label feature, and later the moving
-        averages hold augmented views' statistics; the official code's BN used
-        batch statistics at prediction instead, which made its outputs
-        batch-dependent. Recalibrated statistics give clean-image targets and
-        predictions that depend on no batch.
+        The official code's BN used batch statistics at prediction instead,
+        which made its outputs batch-dependent. Recalibrated statistics give
+        clean-image targets and predictions that depend on no batch.
         """
-        subset = self._calibration_subset()
-        self._calibrator(lambda fn: predict_all(fn, subset=subset))
-        self._calibrated = True
-
-    def _calibration_subset(self):
-        """A fixed random subset of `calibration_samples` training samples (None: all)."""
-        total, k = int(self.info.num_samples), int(self.config.calibration_samples)
-        if total <= 0 or k <= 0 or k >= total:
-            return None
-        return np.sort(np.random.RandomState(12345).permutation(total)[:k])
+        self.clean_targets.calibrate(predict_all)
 
     def end_epoch(self, epoch, predict_all):
         self.calibrate(predict_all)
         if self.config.select_on == "epoch" and epoch + 1 < self.num_epochs():
-            self._last_predictions = predict_all()
+            self.clean_targets.keep(predict_all())
         return {}
 
     def train_step(self, batch):

@@ -39,7 +39,7 @@ from tfcluster.errors import InputError
 from tfcluster.evaluation import metrics
 from tfcluster.losses import dccm as dccm_loss
 from tfcluster.methods.base import BaseConfig, Method
-from tfcluster.nets.batchnorm import BatchNormCalibrator
+from tfcluster.methods.clean_targets import CleanTargets, fixed_subset
 from tfcluster.nets.dccm import DEEP_LAYERS, SHALLOW_LAYERS, MIDiscriminator, build_dccm_net, variant_for
 
 TARGETS = ("batch", "epoch")
@@ -155,8 +155,6 @@ class DCCM(Method):
         super().__init__(config, info, num_clusters, strategy, input_shape)
         self.num_views = 1 if config.local_robustness else 0
         self.epoch_targets = None
-        self._calibrated = False
-        self._last_predictions = None
 
     def check_input_shape(self, input_shape):
         cfg = self.config
@@ -188,7 +186,8 @@ class DCCM(Method):
             self.discriminator.build((shallow_shape, (None, deep_dim)))
             self.optimizer = keras.optimizers.RMSprop(cfg.learning_rate, rho=cfg.rho)
             self.optimizer.build(self._variables())
-        self._calibrator = BatchNormCalibrator(self.model)
+        self.clean_targets = CleanTargets(self.model, self.info.num_samples, cfg.calibration_samples)
+        self._report_subset = fixed_subset(int(self.info.num_samples), int(cfg.report_samples))
 
     def _variables(self):
         return list(self.model.trainable_variables) + list(self.discriminator.trainable_variables)
@@ -200,26 +199,10 @@ class DCCM(Method):
         return {"model": self.model}
 
     # -- eager stages ---------------------------------------------------------------------
-    def _subset(self, k):
-        total = int(self.info.num_samples)
-        if total <= 0 or k <= 0 or k >= total:
-            return None
-        return np.sort(np.random.RandomState(12345).permutation(total)[:k])
-
-    def calibrate(self, predict_all):
-        """BatchNorm statistics of the clean training images (see nets.batchnorm and DAC)."""
-        subset = self._subset(int(self.config.calibration_samples))
-        self._calibrator(lambda fn: predict_all(fn, subset=subset))
-        self._calibrated = True
-
     def begin_epoch(self, epoch, predict_all):
         if self.config.targets != "epoch":
             return {}
-        if not self._calibrated:  # first epoch of this process (fresh start or resume)
-            self.calibrate(predict_all)
-        probs = self._last_predictions if self._last_predictions is not None else predict_all()
-        self._last_predictions = None
-        probs = probs.astype(np.float32)
+        probs = self.clean_targets.next(predict_all).astype(np.float32)
         if self.epoch_targets is None:
             with self.strategy.scope():
                 self.epoch_targets = tf.Variable(probs, trainable=False, name="epoch_targets")
@@ -230,8 +213,7 @@ class DCCM(Method):
     def _target_logs(self, probs, prefix):
         """Confident fraction, graph edge fraction (on a fixed sample) and the largest-probability histogram."""
         top = probs.max(1)
-        subset = self._subset(int(self.config.report_samples))
-        sample = probs if subset is None else probs[subset]
+        sample = probs if self._report_subset is None else probs[self._report_subset]
         graph = self._graph(sample)
         n = len(sample)
         return {f"{prefix}confident_fraction": float((top >= self.config.thres2).mean()),
@@ -244,19 +226,16 @@ class DCCM(Method):
 
     def end_epoch(self, epoch, predict_all):
         if self.config.targets == "epoch":
-            self.calibrate(predict_all)
-            probs = predict_all()
-            if epoch + 1 < self.num_epochs():
-                self._last_predictions = probs
-        else:
-            probs = predict_all()
+            self.clean_targets.calibrate(predict_all)
+        probs = predict_all()
+        if self.config.targets == "epoch" and epoch + 1 < self.num_epochs():
+            self.clean_targets.keep(probs)
         return self._target_logs(probs, "dccm/")
 
     def label_report(self, probabilities, labels):
         """BCubed precision/recall of the pseudo-graph on a fixed sample (the paper's Fig. 5)."""
-        subset = self._subset(int(self.config.report_samples))
-        if subset is not None:
-            probabilities, labels = probabilities[subset], labels[subset]
+        if self._report_subset is not None:
+            probabilities, labels = probabilities[self._report_subset], labels[self._report_subset]
         precision, recall = metrics.graph_bcubed(labels, self._graph(probabilities))
         return {"pseudo_graph_bcubed_precision": precision, "pseudo_graph_bcubed_recall": recall}
 
