@@ -190,7 +190,9 @@ class DCCM(Method):
         self._report_subset = fixed_subset(int(self.info.num_samples), int(cfg.report_samples))
 
     def _variables(self):
-        return list(self.model.trainable_variables) + list(self.discriminator.trainable_variables)
+        """What the optimizer trains: the network, and the discriminator when L_MI is on."""
+        disc = list(self.discriminator.trainable_variables) if self.config.mi_weight else []
+        return list(self.model.trainable_variables) + disc
 
     def checkpoint_objects(self):
         return {"model": self.model, "discriminator": self.discriminator, "optimizer": self.optimizer}
