@@ -20,3 +20,9 @@ def test_table_reports_min_median_max():
              "wall_seconds": 10.0, "train_images_per_second": 5.0} for a in (0.2, 0.4, 0.3)]
     line = benchmark.table(rows).splitlines()[-1]
     assert "| 3 | 0.200 / 0.300 / 0.400 |" in line
+
+
+def test_merge_replaces_rows_by_name_and_keeps_the_others():
+    old = [{"name": "a", "acc": 0.1}, {"name": "b", "acc": 0.2}]
+    merged = benchmark.merge_rows(old, [{"name": "b", "acc": 0.3}, {"name": "c", "acc": 0.4}])
+    assert merged == [{"name": "a", "acc": 0.1}, {"name": "b", "acc": 0.3}, {"name": "c", "acc": 0.4}]
