@@ -87,6 +87,15 @@ class Method(abc.ABC):
     def check_input_shape(self, input_shape: tuple) -> None:
         """Raises InputError when the method's networks cannot take this input."""
 
+    def require_image_variant(self, input_shape: tuple, variant_for: Callable[[tuple], str]) -> str:
+        """The network variant for images [H, W, C], or InputError (wrong rank, no variant for the size)."""
+        if len(input_shape) != 3:
+            raise InputError(f"{self.name.upper()} needs images [H, W, C]; got inputs of shape {input_shape}")
+        try:
+            return variant_for(input_shape)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+
     # -- lifecycle -------------------------------------------------------------
     @abc.abstractmethod
     def build(self) -> None:

@@ -125,12 +125,7 @@ class DBC(Method):
 
     def check_input_shape(self, input_shape):
         cfg = self.config
-        if len(input_shape) != 3:
-            raise InputError(f"DBC needs images [H, W, C]; got inputs of shape {input_shape}")
-        try:
-            variant_for(input_shape)
-        except ValueError as e:
-            raise InputError(str(e)) from None
+        self.require_image_variant(input_shape, variant_for)
         if cfg.init not in INITS:
             raise InputError(f"init must be one of {INITS}, got {cfg.init!r}")
         if cfg.normalization not in dbc_loss.NORMALIZATIONS:
