@@ -11,6 +11,8 @@ from tfcluster.nets.batchnorm import BatchNormCalibrator
 from tfcluster.nets.layers import RestraintLayer
 from tfcluster.visualize import circle_mapping
 
+from stepping import global_step
+
 
 def test_restraint_layer_matches_numpy_and_outputs_nonnegative_unit_vectors():
     x = np.random.RandomState(0).randn(6, 5).astype(np.float32) * 3
@@ -132,16 +134,8 @@ def _one_step(strategy, batch_np, select_on):
         # The eager stage: targets from the clean images (batch-statistics BN).
         images = tf.constant(batch_np["image"])
         method.begin_epoch(0, lambda fn=None, **_: (fn or tf.function(method.predict))(images).numpy())
-    ds = tf.data.Dataset.from_tensors(batch_np)
-    dist = strategy.experimental_distribute_dataset(ds)
-
-    @tf.function
-    def step(b):
-        out = strategy.run(method.train_step, args=(b,))
-        return {k: strategy.reduce("SUM", v, axis=None) for k, v in out.items()}
-
-    logs = [step(b) for b in dist][0]
-    return {k: float(v) for k, v in logs.items()}, [w.numpy() for w in method.model.weights]
+    logs = global_step(strategy, method, batch_np)
+    return logs, [w.numpy() for w in method.model.weights]
 
 
 @pytest.mark.parametrize("select_on", ["view", "clean", "epoch"])

@@ -14,6 +14,8 @@ from tfcluster.nets.fcae import MaxPoolWithArgmax, MaxUnpool, build_fcae
 from tfcluster.training.loop import Trainer
 from tfcluster.training.strategy import make_strategy
 
+from stepping import global_step
+
 
 def test_unpooling_restores_values_at_argmax_positions_and_passes_gradients():
     rng = np.random.RandomState(0)
@@ -152,14 +154,7 @@ def _one_step(strategy, batch_np, phase):
         method.begin_epoch(1, predict_all)
     else:
         method.begin_epoch(0, predict_all)
-    dist = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch_np))
-
-    @tf.function
-    def step(b):
-        out = strategy.run(method.train_step, args=(b,))
-        return {k: strategy.reduce("SUM", v, axis=None) for k, v in out.items()}
-
-    logs = {k: float(v) for k, v in [step(b) for b in dist][0].items()}
+    logs = global_step(strategy, method, batch_np)
     return logs, [w.numpy() for w in method.autoencoder.weights] + [method.centres.numpy()]
 
 

@@ -14,6 +14,8 @@ from tfcluster.methods.dccm import DCCM, DCCMConfig
 from tfcluster.nets.dccm import MIDiscriminator, build_dccm_net
 from tfcluster.training.strategy import make_strategy
 
+from stepping import global_step
+
 
 @pytest.mark.parametrize("shape,shallow,deep_dim,pool1", [
     ((28, 28, 1), (24, 24, 64), 64, 12), ((32, 32, 3), (28, 28, 64), 64, 14),
@@ -165,14 +167,7 @@ def _one_step(strategy, batch, targets):
     images = tf.constant(batch["image"])
     if targets == "epoch":
         method.begin_epoch(0, lambda fn=None, **_: (fn or tf.function(method.predict))(images).numpy())
-    dist = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))
-
-    @tf.function
-    def step(b):
-        out = strategy.run(method.train_step, args=(b,))
-        return {k: strategy.reduce("SUM", v, axis=None) for k, v in out.items()}
-
-    logs = {k: float(v) for k, v in [step(b) for b in dist][0].items()}
+    logs = global_step(strategy, method, batch)
     return logs, [w.numpy() for w in method.model.weights + method.discriminator.weights]
 
 

@@ -152,3 +152,22 @@ def test_synthetic_sources():
     np.testing.assert_array_equal(a.x[:, 0, 0, 0], np.array([26, 128, 230])[a.y])
     np.testing.assert_array_equal(a.x[:, 1:], base.x[:, 1:])
     assert np.bincount(a.y).min() > 1500
+
+
+def test_colored_mnist_paints_digits_with_class_independent_colours():
+    base = sources.load("mnist5k")
+    c = sources.load("colored_mnist")
+    assert c.x.shape == base.x.shape[:-1] + (3,) and c.x.dtype == np.uint8
+    np.testing.assert_array_equal(c.y, base.y)
+    # Luminance keeps the digit: the painted image correlates with the original strokes.
+    lum = c.x.astype(np.float32).mean(-1).reshape(len(c), -1)
+    orig = base.x.astype(np.float32).reshape(len(base), -1)
+    corr = [np.corrcoef(lum[i], orig[i])[0, 1] for i in range(50)]
+    assert np.median(corr) > 0.5
+    # The colour of the brightest pixel is independent of the class (similar spread in every class).
+    brightest = c.x.reshape(len(c), -1, 3)[np.arange(len(c)), orig.argmax(1)]
+    hue_bin = brightest.argmax(1)
+    per_class = np.array([np.bincount(hue_bin[c.y == k], minlength=3) / (c.y == k).sum() for k in range(10)])
+    assert per_class.std(0).max() < 0.1
+    with pytest.raises(InputError, match="grayscale base"):
+        sources.load("colored_mnist?base=colored_mnist")

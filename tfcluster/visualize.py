@@ -1,4 +1,5 @@
-"""Plots: the DAC supplement's label-feature -> circle mapping (eq. 1)."""
+"""Plots: the label-feature circle mapping (DAC supplement eq. 1 = GATCluster appendix A eq. A1)
+and attention-map overlays (GATCluster Fig. 4)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,26 @@ def circle_mapping(features: np.ndarray) -> np.ndarray:
 
 def plot_circle(features: np.ndarray, colours: np.ndarray | None, path: str, title: str = "") -> str:
     """Saves the circle-mapping scatter plot of `features` [N, K] to `path` (PNG, PDF, ...)."""
+    fig = _circle_figure(features, colours, title)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def circle_image(features: np.ndarray, colours: np.ndarray | None, title: str = "") -> np.ndarray:
+    """The circle-mapping plot rendered as an image float32 [1, H, W, 3] in [0, 1] (for TensorBoard)."""
+    import matplotlib.pyplot as plt
+
+    fig = _circle_figure(features, colours, title)
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba(), dtype=np.float32) / 255.0
+    plt.close(fig)
+    return rgba[None, :, :, :3]
+
+
+def _circle_figure(features: np.ndarray, colours: np.ndarray | None, title: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,6 +62,38 @@ def plot_circle(features: np.ndarray, colours: np.ndarray | None, path: str, tit
     ax.set_aspect("equal")
     ax.set_axis_off()
     ax.set_title(title or "label features (DAC supplement eq. 1); colour = class")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return fig
+
+
+def overlay_attention(images: np.ndarray, maps: np.ndarray, strength: float = 0.6) -> np.ndarray:
+    """Blends attention maps onto images, as GATCluster's Fig. 4.
+
+    Args:
+      images: raw uint8 [n, H, W, C] (C = 1 or 3).
+      maps: [n, h, w] attention maps in [0, 1] (bilinearly resized to H x W).
+    Returns:
+      float32 [n, H, W, 3] in [0, 1]: the grey or colour image darkened where
+      the map is low, with the map in the red channel.
+    """
+    import tensorflow as tf
+
+    images = np.asarray(images, np.float32) / 255.0
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    h, w = images.shape[1:3]
+    a = tf.image.resize(np.asarray(maps, np.float32)[..., None], (h, w)).numpy()
+    a = np.clip(a, 0.0, 1.0)
+    out = images * ((1.0 - strength) + strength * a)
+    out[..., 0] = np.maximum(out[..., 0], strength * a[..., 0])
+    return np.clip(out, 0.0, 1.0)
+
+
+def grid(rows: list, per_row: int) -> np.ndarray:
+    """Tiles rows of images (each float [m <= per_row, H, W, C]) into one image [1, rows*H, per_row*W, C]."""
+    first = next(r for r in rows if len(r))
+    h, w, c = first.shape[1:]
+    out = np.zeros((len(rows) * h, per_row * w, c), np.float32)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row[:per_row]):
+            out[i * h:(i + 1) * h, j * w:(j + 1) * w] = img
+    return out[None]

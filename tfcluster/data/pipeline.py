@@ -7,12 +7,13 @@ Training elements are dicts:
   "label"  int64 [B] (-1 where unknown; never used by training steps)
   "index"  int64 [B] position in the source
 Each epoch's order and augmentation draws are a pure function of
-(seed, epoch), so a run resumed at epoch e sees exactly what an uninterrupted
+(seed, epoch) (of (seed, epoch, round) for `round_dataset`), so a run resumed at epoch e sees exactly what an uninterrupted
 run would have seen.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from tfcluster.data import augment as augment_lib
@@ -55,6 +56,61 @@ def train_dataset(source: Source, preprocessor: Preprocessor, augment: augment_l
 
     ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(global_batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def round_order(num_samples: int, round_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The large batches of one epoch (GATCluster's Algorithm 1): floor(N / M) disjoint index sets [M].
+
+    A pure function of (seed, epoch); the N mod M samples left over differ from epoch to epoch.
+    """
+    if round_size > num_samples:
+        raise ValueError(f"the large batch ({round_size}) is larger than the dataset ({num_samples} samples)")
+    perm = np.random.RandomState(_epoch_seed(seed, epoch)).permutation(num_samples)
+    return [perm[r * round_size:(r + 1) * round_size] for r in range(num_samples // round_size)]
+
+
+def round_dataset(source: Source, indices: np.ndarray, preprocessor: Preprocessor,
+                  augment: augment_lib.AugmentConfig | None, global_batch_size: int, seed: int, epoch: int,
+                  round_index: int, repeats: int = 1, num_views: int = 1) -> tf.data.Dataset:
+    """Mini-batches over one large batch, `repeats` passes (step 2 of GATCluster's Algorithm 1).
+
+    Each sample is transformed once per round ("randomly transform X_b"): its
+    views are drawn from a stateless seed of (round, position), so every pass
+    sees the same transformed images, in a new random order, without holding
+    them in memory. Each pass yields floor(M / batch) full batches.
+    Elements are as in `train_dataset`, except "index" is the position in
+    `indices` (0..M-1), where the round's targets are stored.
+    """
+    indices = np.asarray(indices)
+    m = len(indices)
+    if global_batch_size > m:
+        raise ValueError(f"batch size {global_batch_size} is larger than the large batch ({m} samples)")
+    round_seed = _epoch_seed(_epoch_seed(seed, epoch), round_index + 1)
+    rng = np.random.RandomState(round_seed)
+    per_pass = (m // global_batch_size) * global_batch_size
+    order = np.concatenate([rng.permutation(m)[:per_pass] for _ in range(repeats)]).astype(np.int64)
+    raw = tf.constant(source.x[indices])
+    labels = tf.constant(source.y[indices])
+    aug = augment or augment_lib.AugmentConfig()
+    is_image = source.info.modality == "image"
+
+    def make(pos):
+        x = tf.gather(raw, pos)
+        x = preprocessor.to_float(x) if is_image else tf.cast(x, tf.float32)
+        views = []
+        if num_views:
+            pair = tf.stack([tf.constant(round_seed, tf.int64), pos])
+            view_seeds = tf.random.experimental.stateless_split(pair, num_views)
+            for v in range(num_views):
+                xv = augment_lib.augment(x, view_seeds[v], aug) if is_image else x
+                views.append(preprocessor.finish(xv))
+        out = {"image": preprocessor.finish(x), "label": tf.gather(labels, pos), "index": pos}
+        out["views"] = tf.stack(views) if views else tf.zeros([0] + list(out["image"].shape), tf.float32)
+        return out
+
+    ds = tf.data.Dataset.from_tensor_slices(order).map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(global_batch_size, drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

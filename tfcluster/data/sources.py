@@ -333,6 +333,32 @@ def _artifact_mnist(split, base="mnist5k", seed="0"):
     return x, y, {"num_classes": 3, "class_names": tuple(str(v) for v in ARTIFACT_VALUES)}
 
 
+# Foreground / background colours of `colored_mnist` (RGB in [0, 1]): saturated hues on dark or light grounds.
+COLOR_PALETTE = np.array([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.3, 0.4, 1.0], [1.0, 1.0, 0.2], [1.0, 0.3, 1.0],
+                          [0.2, 1.0, 1.0], [1.0, 0.6, 0.1], [0.6, 0.3, 1.0]], np.float32)
+
+
+@register("colored_mnist")
+def _colored_mnist(split, base="mnist5k", seed="0"):
+    """A grayscale dataset painted in random colours: RGB [N, H, W, 3], labels unchanged.
+
+    Each image gets a foreground colour and a (darker, different) background colour drawn at
+    random from COLOR_PALETTE, independently of its class: colour is a strong cue that is
+    unrelated to the classes, the distraction GATCluster's grayscale inputs remove (its Table 2).
+    """
+    src = load(f"{base}?split={split}")
+    if src.x.shape[-1] != 1:
+        raise InputError(f"colored_mnist needs a grayscale base dataset; {base!r} has {src.x.shape[-1]} channels")
+    rng = np.random.RandomState(int(seed))
+    n = len(src)
+    fg = rng.randint(0, len(COLOR_PALETTE), n)
+    bg = (fg + rng.randint(1, len(COLOR_PALETTE), n)) % len(COLOR_PALETTE)
+    a = src.x.astype(np.float32) / 255.0  # [N, H, W, 1]
+    rgb = a * COLOR_PALETTE[fg][:, None, None, :] + (1.0 - a) * 0.35 * COLOR_PALETTE[bg][:, None, None, :]
+    x = np.round(rgb * 255.0).astype(np.uint8)
+    return x, src.y, {"num_classes": src.info.num_classes, "class_names": src.info.class_names}
+
+
 # ---------------------------------------------------------------------------
 # user data
 

@@ -6,16 +6,17 @@ import importlib
 
 from tfcluster.errors import InputError
 
-# name -> module:class. Later issues add gatcluster and precise_gan here.
+# name -> module:class. A later issue adds precise_gan here.
 _METHODS = {
     "dac": "tfcluster.methods.dac:DAC",
     "kmeans": "tfcluster.methods.kmeans:KMeansPixels",
     "dbc": "tfcluster.methods.dbc:DBC",
     "fcae_kms": "tfcluster.methods.dbc:FCAEKMeans",
     "dccm": "tfcluster.methods.dccm:DCCM",
+    "gatcluster": "tfcluster.methods.gatcluster:GATCluster",
 }
 # Published methods whose modules have not been written yet.
-_PLANNED = ("gatcluster", "precise_gan")
+_PLANNED = ("precise_gan",)
 
 
 def names() -> list[str]:

@@ -4,6 +4,7 @@ A method owns its Keras models, optimizers and state variables, and exposes
   build()                 create them inside `strategy.scope()`
   checkpoint_objects()    what a checkpoint must hold to resume exactly
   begin_epoch(epoch, ..)  eager work between graph steps (targets, k-means, schedules)
+  rounds(), begin_round   optional: epochs made of large-batch rounds (GATCluster)
   train_step(batch)       one replica's step, run by `strategy.run` in a tf.function
   predict(x)              probabilities [B, K] for preprocessed inputs (inference mode)
   serving_outputs(x)      named outputs for the SavedModel (at least probabilities)
@@ -25,6 +26,22 @@ import tensorflow as tf
 from tfcluster.data.augment import AugmentConfig
 from tfcluster.data.sources import DatasetInfo
 from tfcluster.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundPlan:
+    """Epochs made of rounds over large batches (GATCluster's Algorithm 1).
+
+    Each epoch is split into floor(N / size) disjoint large batches; for each,
+    the loop calls `begin_round` (eager step 1: targets, predicted in
+    sub-batches of `target_batch_size`), then runs `repeats` passes of
+    mini-batches of `config.batch_size` over the round's transformed images
+    (step 2), whose "index" is the position in the round.
+    """
+
+    size: int
+    repeats: int = 1
+    target_batch_size: int = 500
 
 
 @dataclasses.dataclass
@@ -156,6 +173,15 @@ class Method(abc.ABC):
         """
         return {}
 
+    def eval_logs(self, probabilities: np.ndarray, labels: np.ndarray | None, images: np.ndarray,
+                  predict_all: Callable[..., np.ndarray]) -> dict:
+        """Extra TensorBoard logs at evaluation (images, histograms), for image sources.
+
+        Args: the probabilities [N, K] just predicted, labels [N] or None (for
+        colouring plots only), raw images [N, H, W, C], `predict_all`.
+        """
+        return {}
+
     def end_epoch(self, epoch: int, predict_all: Callable[..., np.ndarray]) -> dict:
         """Eager stage after an epoch's steps, before its checkpoint. Returns logs."""
         return {}
@@ -168,6 +194,19 @@ class Method(abc.ABC):
         images [B, ...] in order and concatenates its outputs
         (`predict_all(fn, subset=indices)`: those samples only). Returns logs:
         numbers (scalars), 1-D arrays (histograms), [N, H, W, C] arrays (images).
+        """
+        return {}
+
+    def rounds(self) -> RoundPlan | None:
+        """The round plan, or None for plain epochs over shuffled mini-batches."""
+        return None
+
+    def begin_round(self, epoch: int, round_index: int, indices: np.ndarray,
+                    predict_all: Callable[..., np.ndarray]) -> dict:
+        """Eager step 1 of a round over the source samples `indices` [M]. Returns logs.
+
+        `predict_all(fn, subset=indices, batch_size=m1)` maps a tf.function over
+        those samples' clean preprocessed images in sub-batches of m1.
         """
         return {}
 

@@ -112,8 +112,8 @@ def cpu_preset(info) -> DCCMConfig:
     """Small CPU preset for MNIST-5k on 2 cores (aim: about 15 minutes).
 
     Command: python experiments/train.py --method=dccm --preset=cpu --dataset=mnist5k
-    Measured (docs/RESULTS.md): ACC 0.594 / 0.614 / 0.800 on MNIST-5k (3 seeds), 19-21 min
-    while two or three other training runs shared the cores.
+    Measured (docs/RESULTS.md): ACC 0.594 / 0.614 / 0.800 on MNIST-5k (3 seeds); 11 min wall
+    on an idle 2-core machine (19-21 min while two or three other runs shared the cores).
     Changes from `paper` and why:
       - targets="epoch": predictions of the clean images once per epoch with
         recalibrated BatchNorm (see the module docstring), as DAC's cpu preset;

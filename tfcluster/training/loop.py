@@ -93,20 +93,22 @@ class Trainer:
         return latest
 
     # -- inference -------------------------------------------------------------------
-    def predict_all(self, fn: Callable | None = None, subset: np.ndarray | None = None) -> np.ndarray:
+    def predict_all(self, fn: Callable | None = None, subset: np.ndarray | None = None,
+                    batch_size: int | None = None) -> np.ndarray:
         """Probabilities [N, K] for the whole source, in order, in inference mode.
 
         Args:
           fn: a tf.function of preprocessed images [B, ...] whose outputs are
             returned instead (concatenated over eval batches, in source order).
           subset: indices of the samples to use instead of all (in this order).
+          batch_size: images per inference batch (default: config.eval_batch_size).
         """
         fn = fn or self._predict_fn
         source = self.source
         if subset is not None:
             subset = np.asarray(subset)
             source = dataclasses.replace(source, x=source.x[subset], y=source.y[subset])
-        ds = pipeline.eval_dataset(source, self.preprocessor, self.method.config.eval_batch_size)
+        ds = pipeline.eval_dataset(source, self.preprocessor, batch_size or self.method.config.eval_batch_size)
         return np.concatenate([fn(batch["image"]).numpy() for batch in ds])
 
     def evaluate(self, write: bool = True) -> tuple[dict, np.ndarray]:
@@ -126,6 +128,9 @@ class Trainer:
                 gallery = summaries.cluster_gallery(self.source.x, clusters, confidence, self.method.num_clusters,
                                                     self.method.config.gallery_per_cluster)
                 summaries.write_gallery(self.writer, "eval/cluster_gallery", gallery, step)
+                extra = self.method.eval_logs(probs, self.source.y if self.source.has_labels else None,
+                                              self.source.x, self.predict_all)
+                summaries.write_logs(self.writer, {f"eval/{k}": v for k, v in extra.items()}, step)
         return result, probs
 
     # -- training ----------------------------------------------------------------------
@@ -143,6 +148,40 @@ class Trainer:
             self._dist_steps[phase] = step
         return self._dist_steps[phase]
 
+    def _epoch_parts(self, epoch: int) -> list:
+        """[(eager hook or None, dataset factory, steps)] making up one epoch."""
+        cfg, method = self.method.config, self.method
+        plan = method.rounds()
+        if plan is None:
+            return [(None, lambda: pipeline.train_dataset(
+                self.source, self.preprocessor, cfg.augment, cfg.batch_size, self.seed, epoch,
+                num_views=method.num_views), len(self.source) // cfg.batch_size)]
+        parts = []
+        for r, indices in enumerate(pipeline.round_order(len(self.source), plan.size, self.seed, epoch)):
+            def begin(r=r, indices=indices):
+                return method.begin_round(epoch, r, indices, self.predict_all)
+
+            def make(r=r, indices=indices):
+                return pipeline.round_dataset(self.source, indices, self.preprocessor, cfg.augment, cfg.batch_size,
+                                              self.seed, epoch, r, plan.repeats, num_views=method.num_views)
+
+            parts.append((begin, make, plan.repeats * (plan.size // cfg.batch_size)))
+        return parts
+
+    def _train_step(self, step_fn, batch, epoch: int) -> dict:
+        """One global step: run, count, stop on a non-finite loss, log scalars. Returns its outputs."""
+        out = {k: float(v) for k, v in step_fn(batch).items()}
+        self.step.assign_add(1)
+        step = int(self.step.numpy())
+        if not math.isfinite(out["loss"]):
+            raise NonFiniteLossError(
+                f"loss became {out['loss']} at epoch {epoch} step {step}; stopped without saving. "
+                f"The last good checkpoint is {self.manager.latest_checkpoint or 'none (no epoch finished)'}"
+                "; lower the learning rate or check the inputs, then re-run to resume from it.")
+        if step % self.method.config.log_every == 0:
+            summaries.write_scalars(self.writer, {f"train/{k}": v for k, v in out.items()}, step)
+        return out
+
     def run(self) -> TrainResult:
         resumed = self.restore()
         if resumed:
@@ -154,36 +193,29 @@ class Trainer:
         start = int(self.epoch.numpy())
         train_seconds, images = 0.0, 0
         result, probs = {}, None
-        steps_per_epoch = len(self.source) // cfg.batch_size
         for epoch in range(start, num_epochs):
             if self.method.finished():
                 self.log(f"{self.method.name} met its stopping rule; nothing left to train")
                 break
             epoch_logs = self.method.begin_epoch(epoch, self.predict_all)
             step_fn = self._distributed_step()
-            ds = pipeline.train_dataset(self.source, self.preprocessor, cfg.augment, cfg.batch_size, self.seed, epoch,
-                                        num_views=self.method.num_views)
-            bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if self.progress else 0,
-                                      unit_name="step")
-            t0 = time.perf_counter()
-            for i, batch in enumerate(self.strategy.experimental_distribute_dataset(ds)):
-                out = {k: float(v) for k, v in step_fn(batch).items()}
-                self.step.assign_add(1)
-                step = int(self.step.numpy())
-                if not math.isfinite(out["loss"]):
-                    raise NonFiniteLossError(
-                        f"loss became {out['loss']} at epoch {epoch} step {step}; stopped without saving. "
-                        f"The last good checkpoint is {self.manager.latest_checkpoint or 'none (no epoch finished)'}"
-                        "; lower the learning rate or check the inputs, then re-run to resume from it.")
-                bar.update(i + 1, [(k.split("/")[-1], v) for k, v in out.items()])
-                if step % cfg.log_every == 0:
-                    summaries.write_scalars(self.writer, {f"train/{k}": v for k, v in out.items()}, step)
+            parts = self._epoch_parts(epoch)
+            epoch_steps = sum(steps for _, _, steps in parts)
+            bar = keras.utils.Progbar(epoch_steps, verbose=1 if self.progress else 0, unit_name="step")
+            t0, done = time.perf_counter(), 0
+            for begin, make_dataset, steps in parts:
+                if begin is not None:
+                    summaries.write_logs(self.writer, begin(), int(self.step.numpy()))
+                for batch in self.strategy.experimental_distribute_dataset(make_dataset()):
+                    out = self._train_step(step_fn, batch, epoch)
+                    done += 1
+                    bar.update(done, [(k.split("/")[-1], v) for k, v in out.items()])
             elapsed = time.perf_counter() - t0
             train_seconds += elapsed
-            images += steps_per_epoch * cfg.batch_size
+            images += epoch_steps * cfg.batch_size
             epoch_logs.update(self.method.end_epoch(epoch, self.predict_all))
             self.epoch.assign(epoch + 1)
-            epoch_logs["train/images_per_second"] = steps_per_epoch * cfg.batch_size / max(elapsed, 1e-9)
+            epoch_logs["train/images_per_second"] = epoch_steps * cfg.batch_size / max(elapsed, 1e-9)
             summaries.write_logs(self.writer, epoch_logs, int(self.step.numpy()))
             last = epoch + 1 == num_epochs or self.method.finished()
             if last or (epoch + 1) % cfg.checkpoint_every == 0:

@@ -1,0 +1,18 @@
+"""Test helper: one global training step of a method under a strategy, as the loop runs it."""
+
+import tensorflow as tf
+
+
+def global_step(strategy, method, batch) -> dict:
+    """Runs `method.train_step` once on the global batch `batch` (dict of arrays) split by `strategy`.
+
+    Returns the step's logs, each summed over replicas (as the loop reduces them), as floats.
+    """
+    dist = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))
+
+    @tf.function
+    def step(b):
+        out = strategy.run(method.train_step, args=(b,))
+        return {k: strategy.reduce("SUM", v, axis=None) for k, v in out.items()}
+
+    return {k: float(v) for k, v in [step(b) for b in dist][0].items()}
