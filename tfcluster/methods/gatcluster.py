@@ -145,7 +145,7 @@ def paper_preset(info) -> GATClusterConfig:
 
 
 # Training images the cpu preset aims at (step-2 mini-batch images).
-CPU_IMAGE_BUDGET = 120_000
+CPU_IMAGE_BUDGET = 160_000
 
 
 def cpu_preset(info) -> GATClusterConfig:
@@ -156,7 +156,7 @@ def cpu_preset(info) -> GATClusterConfig:
     BatchNorm recalibrated on each round's clean images before its targets
     (`target_bn`; with a short budget the moving statistics of augmented
     batches make some rounds' inference-mode targets collapse),
-    M = 1000 with m1 = 500, a budget of ~120,000 step-2 images: 4 passes per
+    M = 1000 with m1 = 500, a budget of ~160,000 step-2 images: 4 passes per
     large batch instead of 8 on small data (the targets are refreshed twice as
     often per image seen), fewer on large data so that one epoch fits the
     budget (Fashion-MNIST: 2 passes, one epoch); evaluation every 2 epochs.

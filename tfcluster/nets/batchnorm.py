@@ -36,7 +36,8 @@ class BatchNormCalibrator:
 
     @staticmethod
     def _make_stats_fn(probe):
-        @tf.function
+        # reduce_retracing: batches of several sizes (a sub-batch size, a last partial batch) share a trace.
+        @tf.function(reduce_retracing=True)
         def stats(x):
             h = tf.cast(probe(x, training=False), tf.float64)
             axes = list(range(len(h.shape) - 1))
