@@ -33,15 +33,14 @@ class RoundPlan:
     """Epochs made of rounds over large batches (GATCluster's Algorithm 1).
 
     Each epoch is split into floor(N / size) disjoint large batches; for each,
-    the loop calls `begin_round` (eager step 1: targets, predicted in
-    sub-batches of `target_batch_size`), then runs `repeats` passes of
+    the loop calls `begin_round` (eager step 1: targets, which the method
+    predicts in sub-batches of its choosing), then runs `repeats` passes of
     mini-batches of `config.batch_size` over the round's transformed images
     (step 2), whose "index" is the position in the round.
     """
 
     size: int
     repeats: int = 1
-    target_batch_size: int = 500
 
 
 @dataclasses.dataclass

@@ -251,7 +251,7 @@ class GATCluster(Method):
 
     def rounds(self):
         cfg = self.config
-        return RoundPlan(size=cfg.large_batch, repeats=cfg.repeats, target_batch_size=cfg.target_batch)
+        return RoundPlan(size=cfg.large_batch, repeats=cfg.repeats)
 
     # -- step 1 ------------------------------------------------------------------------------
     def compute_targets(self, label_features: np.ndarray, seed: int) -> tuple[dict, dict]:
