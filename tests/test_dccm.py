@@ -197,7 +197,7 @@ def test_short_run_beats_kmeans_on_pixels(tmp_path, mnist_small):
                                       preset="cpu", seed=0, progress=False), log=lambda m: None,
                        source=mnist_small)
     out = run.train(run.RunOptions(method="dccm", dataset="mnist1k", workdir=str(tmp_path / "dccm"), preset="cpu",
-                                   seed=0, progress=False, overrides=("epochs=12",)),
+                                   seed=0, progress=False, overrides=("epochs=16",)),
                     log=lambda m: None, source=mnist_small)
     assert out["acc"] > kmeans["acc"] + 0.03, (out["acc"], kmeans["acc"])
     # Fig. 5's report: BCubed of the pseudo-graph against the labels (reporting only).
