@@ -25,6 +25,27 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 17) % (2**31 - 1)
 
 
+def _element_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
+                num_views: int):
+    """fn(raw, label, index, stateless seed [2]) -> one training element (see the module docstring)."""
+    aug = augment or augment_lib.AugmentConfig()
+    is_image = source.info.modality == "image"
+
+    def element(raw, label, index, pair):
+        x = preprocessor.to_float(raw) if is_image else tf.cast(raw, tf.float32)
+        views = []
+        if num_views:
+            view_seeds = tf.random.experimental.stateless_split(pair, num_views)
+            for v in range(num_views):
+                xv = augment_lib.augment(x, view_seeds[v], aug) if is_image else x
+                views.append(preprocessor.finish(xv))
+        out = {"image": preprocessor.finish(x), "label": label, "index": index}
+        out["views"] = tf.stack(views) if views else tf.zeros([0] + list(out["image"].shape), tf.float32)
+        return out
+
+    return element
+
+
 def train_dataset(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
                   global_batch_size: int, seed: int, epoch: int, num_views: int = 1,
                   drop_remainder: bool = True) -> tf.data.Dataset:
@@ -38,21 +59,10 @@ def train_dataset(source: Source, preprocessor: Preprocessor, augment: augment_l
     ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False)
     seeds = tf.data.Dataset.random(seed=epoch_seed + 1).batch(2)
     ds = tf.data.Dataset.zip((ds, seeds))
-    aug = augment or augment_lib.AugmentConfig()
-    is_image = source.info.modality == "image"
+    element_fn = _element_fn(source, preprocessor, augment, num_views)
 
     def make(element, pair):
-        raw = element["raw"]
-        x = preprocessor.to_float(raw) if is_image else tf.cast(raw, tf.float32)
-        views = []
-        if num_views:
-            view_seeds = tf.random.experimental.stateless_split(pair, num_views)
-            for v in range(num_views):
-                xv = augment_lib.augment(x, view_seeds[v], aug) if is_image else x
-                views.append(preprocessor.finish(xv))
-        out = {"image": preprocessor.finish(x), "label": element["label"], "index": element["index"]}
-        out["views"] = tf.stack(views) if views else tf.zeros([0] + list(out["image"].shape), tf.float32)
-        return out
+        return element_fn(element["raw"], element["label"], element["index"], pair)
 
     ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(global_batch_size, drop_remainder=drop_remainder)
@@ -92,22 +102,11 @@ def round_dataset(source: Source, indices: np.ndarray, preprocessor: Preprocesso
     order = np.concatenate([rng.permutation(m)[:per_pass] for _ in range(repeats)]).astype(np.int64)
     raw = tf.constant(source.x[indices])
     labels = tf.constant(source.y[indices])
-    aug = augment or augment_lib.AugmentConfig()
-    is_image = source.info.modality == "image"
+    element_fn = _element_fn(source, preprocessor, augment, num_views)
 
     def make(pos):
-        x = tf.gather(raw, pos)
-        x = preprocessor.to_float(x) if is_image else tf.cast(x, tf.float32)
-        views = []
-        if num_views:
-            pair = tf.stack([tf.constant(round_seed, tf.int64), pos])
-            view_seeds = tf.random.experimental.stateless_split(pair, num_views)
-            for v in range(num_views):
-                xv = augment_lib.augment(x, view_seeds[v], aug) if is_image else x
-                views.append(preprocessor.finish(xv))
-        out = {"image": preprocessor.finish(x), "label": tf.gather(labels, pos), "index": pos}
-        out["views"] = tf.stack(views) if views else tf.zeros([0] + list(out["image"].shape), tf.float32)
-        return out
+        pair = tf.stack([tf.constant(round_seed, tf.int64), pos])
+        return element_fn(tf.gather(raw, pos), tf.gather(labels, pos), pos, pair)
 
     ds = tf.data.Dataset.from_tensor_slices(order).map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(global_batch_size, drop_remainder=True)
