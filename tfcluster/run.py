@@ -99,6 +99,7 @@ def build(options: RunOptions, source: sources.Source | None = None):
         input_shape = input_shape[:-1] + (preprocessor.output_channels(input_shape[-1]),)
     method = method_cls(cfg, source.info, k, strategy, input_shape)
     method.seed = int(options.seed)
+    method.preprocessor = preprocessor
     method.build()
     resolved = {
         "method": options.method, "dataset": options.dataset, "preset": options.preset, "num_clusters": k,

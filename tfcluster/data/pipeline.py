@@ -48,14 +48,22 @@ def _element_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib
 
 def train_dataset(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
                   global_batch_size: int, seed: int, epoch: int, num_views: int = 1,
-                  drop_remainder: bool = True) -> tf.data.Dataset:
-    """One epoch of shuffled, augmented, batched training data (global batches)."""
-    n = len(source)
+                  drop_remainder: bool = True, keep: np.ndarray | None = None) -> tf.data.Dataset:
+    """One epoch of shuffled, augmented, batched training data (global batches).
+
+    `keep`: indices of the samples to train on (default all); "index" stays the
+    position in the source.
+    """
+    if keep is None:
+        x, y, index = source.x, source.y, np.arange(len(source), dtype=np.int64)
+    else:
+        index = np.asarray(keep, np.int64)
+        x, y = source.x[index], source.y[index]
+    n = len(index)
     if global_batch_size > n:
         raise ValueError(f"batch size {global_batch_size} is larger than the dataset ({n} samples)")
     epoch_seed = _epoch_seed(seed, epoch)
-    ds = tf.data.Dataset.from_tensor_slices({"raw": source.x, "label": source.y,
-                                             "index": tf.range(n, dtype=tf.int64)})
+    ds = tf.data.Dataset.from_tensor_slices({"raw": x, "label": y, "index": index})
     ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False)
     seeds = tf.data.Dataset.random(seed=epoch_seed + 1).batch(2)
     ds = tf.data.Dataset.zip((ds, seeds))

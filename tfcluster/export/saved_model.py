@@ -6,6 +6,8 @@ TensorFlow Serving expects) with a `serving_default` signature:
   outputs cluster        int64 [None]
           probabilities  float32 [None, K]
           ...            whatever the method adds (e.g. DAC's label_features)
+and the method's extra signatures, if any (precise_gan: `generate`,
+`generate_from_noise`).
 Preprocessing (scaling, grayscale, standardisation) is baked in. A JSON
 description is stored in assets.extra/tfcluster.json (TF Serving ignores it).
 """
@@ -49,6 +51,9 @@ class ServingModule(tf.Module):
         self._outputs = method.serving_outputs
         spec = tf.TensorSpec([None, *raw_shape], raw_dtype, name="images")
         self.serve = tf.function(self._serve, input_signature=[spec])
+        self.extra_signatures = dict(method.serving_signatures())
+        for name, fn in self.extra_signatures.items():
+            setattr(self, f"signature_{name}", fn)
 
     def _serve(self, images):
         outputs = dict(self._outputs(self.preprocessor(images)))
@@ -76,7 +81,7 @@ def export(method, preprocessor: Preprocessor, raw_shape, export_base: str, meta
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     module = ServingModule(method.clone_for_export(), preprocessor, raw_shape, raw_dtype)
-    tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve, **module.extra_signatures})
     info = dict(meta or {})
     info.update({"input_shape": list(raw_shape), "input_dtype": raw_dtype.name, "version": version})
     os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)

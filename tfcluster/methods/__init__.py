@@ -6,7 +6,7 @@ import importlib
 
 from tfcluster.errors import InputError
 
-# name -> module:class. A later issue adds precise_gan here.
+# name -> module:class.
 _METHODS = {
     "dac": "tfcluster.methods.dac:DAC",
     "kmeans": "tfcluster.methods.kmeans:KMeansPixels",
@@ -14,9 +14,10 @@ _METHODS = {
     "fcae_kms": "tfcluster.methods.dbc:FCAEKMeans",
     "dccm": "tfcluster.methods.dccm:DCCM",
     "gatcluster": "tfcluster.methods.gatcluster:GATCluster",
+    "precise_gan": "tfcluster.methods.precise_gan:PreciseGAN",
 }
 # Published methods whose modules have not been written yet.
-_PLANNED = ("precise_gan",)
+_PLANNED: tuple = ()
 
 
 def names() -> list[str]:

@@ -8,6 +8,8 @@ A method owns its Keras models, optimizers and state variables, and exposes
   train_step(batch)       one replica's step, run by `strategy.run` in a tf.function
   predict(x)              probabilities [B, K] for preprocessed inputs (inference mode)
   serving_outputs(x)      named outputs for the SavedModel (at least probabilities)
+  serving_signatures()    optional extra SavedModel signatures (e.g. a GAN's `generate`)
+  train_batch_size(), held_out()  optional: samples per step, samples kept out of training
 
 `train_step` returns a dict of scalars whose SUM over replicas is the value
 for the global batch (losses are divided by the global batch or global pair
@@ -136,6 +138,7 @@ class Method(abc.ABC):
         """
         clone = type(self)(self.config, self.info, self.num_clusters, tf.distribute.get_strategy(),
                            self.input_shape)
+        clone.seed, clone.preprocessor = self.seed, self.preprocessor
         clone.build()
         theirs, ours = clone.export_objects(), self.export_objects()
         for key, obj in ours.items():
@@ -154,6 +157,17 @@ class Method(abc.ABC):
     phase: str = "train"
     # Seed of the run (set by `tfcluster.run.build`), for eager stages such as k-means.
     seed: int = 0
+    # The run's Preprocessor (set by `tfcluster.run.build` before `build()`), for
+    # methods that must map their own outputs into model space (a generator).
+    preprocessor = None
+
+    def train_batch_size(self) -> int:
+        """Samples of the global batch each training step takes (default: config.batch_size)."""
+        return int(self.config.batch_size)
+
+    def held_out(self) -> np.ndarray:
+        """Indices of source samples the training pipeline leaves out (default: none)."""
+        return np.zeros([0], np.int64)
 
     def finished(self) -> bool:
         """True once the method's own stopping rule has fired (checkpointed state)."""
@@ -224,6 +238,10 @@ class Method(abc.ABC):
 
     def serving_outputs(self, x) -> dict:
         return {"probabilities": self.predict(x)}
+
+    def serving_signatures(self) -> dict:
+        """Extra SavedModel signatures: name -> tf.function with an input_signature."""
+        return {}
 
     # -- helpers for subclasses --------------------------------------------------
     @staticmethod

@@ -153,9 +153,13 @@ class Trainer:
         cfg, method = self.method.config, self.method
         plan = method.rounds()
         if plan is None:
+            batch = method.train_batch_size()
+            held = method.held_out()
+            keep = np.setdiff1d(np.arange(len(self.source)), held) if len(held) else None
+            count = len(self.source) if keep is None else len(keep)
             return [(None, lambda: pipeline.train_dataset(
-                self.source, self.preprocessor, cfg.augment, cfg.batch_size, self.seed, epoch,
-                num_views=method.num_views), len(self.source) // cfg.batch_size)]
+                self.source, self.preprocessor, cfg.augment, batch, self.seed, epoch,
+                num_views=method.num_views, keep=keep), count // batch)]
         parts = []
         for r, indices in enumerate(pipeline.round_order(len(self.source), plan.size, self.seed, epoch)):
             def begin(r=r, indices=indices):
@@ -212,10 +216,11 @@ class Trainer:
                     bar.update(done, [(k.split("/")[-1], v) for k, v in out.items()])
             elapsed = time.perf_counter() - t0
             train_seconds += elapsed
-            images += epoch_steps * cfg.batch_size
+            images += epoch_steps * self.method.train_batch_size()
             epoch_logs.update(self.method.end_epoch(epoch, self.predict_all))
             self.epoch.assign(epoch + 1)
-            epoch_logs["train/images_per_second"] = epoch_steps * cfg.batch_size / max(elapsed, 1e-9)
+            epoch_logs["train/images_per_second"] = epoch_steps * self.method.train_batch_size() / max(elapsed, 1e-9)
+            epoch_logs["train/steps_per_second"] = epoch_steps / max(elapsed, 1e-9)
             summaries.write_logs(self.writer, epoch_logs, int(self.step.numpy()))
             last = epoch + 1 == num_epochs or self.method.finished()
             if last or (epoch + 1) % cfg.checkpoint_every == 0:

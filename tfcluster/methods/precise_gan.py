@@ -1,0 +1,405 @@
+"""Precise-feature clustering with a conditional WGAN-GP (Gan, Dong, Zhou, Gao and Dong).
+
+"Learning the Precise Feature for Cluster Assignment", Algorithm 1. Three
+networks (nets/precise_gan.py): a generator G(y, z) of a cluster id y ~ p(y)
+and noise z ~ N(0, I), a critic D and a classifier C. One training step of the
+loop is one generator iteration t:
+  N_critic critic steps    on L_D, eq. (5), with a gradient penalty on random
+                           interpolates of real and generated samples;
+  N_class classifier steps on L_C, eq. (6): cross-entropy of C on generated
+                           samples against their fake labels y;
+  one generator step       on L_G = -E[D(G(y, z))] + eta_t L_C, eq. (7), with
+                           the staircase eta_t = eta0 gamma^floor(t / tau), eq. (8).
+Each network has its own Adam optimizer, whose `iterations` counts its own
+steps (critic N_critic t, classifier N_class t, generator t); all three and
+their optimizers are checkpointed. The clustering is argmax C(x) on real data.
+
+Data layout: each loop step takes N_critic x n real samples (the critic's n per
+step) stored as [n, N_critic, ...] (sample j of critic step i at row j*N_critic+i),
+so that splitting a global batch over replicas splits every critic step's batch
+n the same way; y, z and the interpolation eps are drawn for the whole global
+batch from stateless seeds (run seed, generator step, sub-step) and each replica
+takes its rows. A step on R replicas therefore equals the step on one device,
+gradient penalty included (it is per example; the sum is over the global batch).
+
+The EMD estimate of the paper's Fig. 3 (b, f) is E D(real) - E D(fake) with
+real samples the critic never trains on: `holdout` samples are kept out of the
+training pipeline (`Method.held_out`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcluster.data.augment import AugmentConfig
+from tfcluster.errors import InputError
+from tfcluster.losses import precise_gan as gan_loss
+from tfcluster.methods.base import BaseConfig, Method
+from tfcluster.methods.clean_targets import fixed_subset
+from tfcluster.nets.precise_gan import build_classifier, build_critic, build_generator, variant_for
+
+
+@dataclasses.dataclass
+class PreciseGANConfig(BaseConfig):
+    """Settings of Algorithm 1 (defaults: the paper's, with WGAN-GP's MNIST networks).
+
+    Attributes:
+      batch_size: n, samples per critic, classifier and generator step (WGAN-GP's 50).
+      generator_iterations: N, generator steps in all (rounded up to whole
+        epochs; an epoch is floor(#training samples / (n N_critic)) steps).
+      critic_iterations: N_critic; classifier_iterations: N_class.
+      gp_weight: lambda of eq. (5): 100 in the paper (the public code used 10).
+      eta0, eta_gamma, eta_tau: eq. (8)'s staircase eta0 gamma^floor(t / tau).
+      learning_rate, beta_1, beta_2: Adam's alpha, beta1, beta2 for all three networks.
+      noise_dim: dimensions of z (128 in the public code; 0-8 in section IV-B).
+      dim: width of the convolutional networks (WGAN-GP's DIM = 64).
+      hidden: width of the fully connected networks of the synthetic data (512).
+      generator_batchnorm: BatchNorm in G (WGAN-GP uses it for 32x32 and 64x64).
+      prior: p(y) over the K clusters; empty = uniform (section III-C). A
+        non-uniform prior (e.g. ORL's 4 women in 40, section IV-D-2) is
+        normalised; it must be positive (no empty cluster).
+      holdout: real samples kept out of training, for the EMD estimate (0: use
+        the first eval_fakes training samples instead, and say so in the tag).
+      eval_fakes: generated samples per evaluation (fake accuracy, entropy, EMD).
+      eval_every_iterations: evaluate every this many generator steps
+        (rounded to whole epochs; sets eval_every and checkpoint_every).
+      samples_per_cluster: columns of the TensorBoard grid of generated images.
+    """
+
+    epochs: int = 0  # derived from generator_iterations
+    batch_size: int = 50
+    generator_iterations: int = 900_000
+    critic_iterations: int = 5
+    classifier_iterations: int = 4
+    gp_weight: float = 100.0
+    eta0: float = 10.0
+    eta_gamma: float = 1.2
+    eta_tau: int = 30_000
+    learning_rate: float = 1e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.9
+    noise_dim: int = 128
+    dim: int = 64
+    hidden: int = 512
+    generator_batchnorm: bool = False
+    prior: tuple = ()
+    holdout: int = 1000
+    eval_fakes: int = 1000
+    eval_every_iterations: int = 10_000
+    samples_per_cluster: int = 10
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+
+
+def paper_preset(info) -> PreciseGANConfig:
+    """The paper's Algorithm 1 defaults and WGAN-GP's networks.
+
+    Images: n = 50, 128 noise dims, DIM 64, N = 900,000, tau = 30,000
+    (MNIST / Fashion-MNIST / Artifact-MNIST, section IV-C). BatchNorm in G for
+    32x32 and 64x64 inputs (WGAN-GP's CIFAR / 64x64 networks).
+    Vectors (the 8 Gaussians, section IV-B; the paper gives no schedule for
+    them): the x-512-512-512 networks, 2 noise variables, n = 256 (WGAN-GP's
+    toy batch), N = 100,000 with tau cut in proportion (3,333), as the paper
+    does for ORL.
+    Command: python experiments/train.py --method=precise_gan --preset=paper --dataset=mnist
+    """
+    cfg = PreciseGANConfig()
+    if info.modality == "vector":
+        return dataclasses.replace(cfg, batch_size=256, noise_dim=2, generator_iterations=100_000,
+                                   eta_tau=3_333, holdout=min(1000, info.num_samples // 8), eval_fakes=2000)
+    size = info.image_shape[0]
+    return dataclasses.replace(cfg, generator_batchnorm=size in (32, 64),
+                               holdout=min(cfg.holdout, info.num_samples // 10))
+
+
+# Generator iterations of the cpu preset (images) and the number of eta stairs kept from the paper (900k / 30k).
+CPU_IMAGE_ITERATIONS = 3_000
+CPU_VECTOR_ITERATIONS = 3_000
+ETA_STAIRS = 30
+
+
+def cpu_preset(info) -> PreciseGANConfig:
+    """Small CPU preset: MNIST-5k in about 15 minutes on 2 cores.
+
+    Command: python experiments/train.py --method=precise_gan --preset=cpu --dataset=mnist5k
+    Changes from `paper` and why:
+      - images: DIM 16 instead of 64 (about 16x less compute in the middle
+        layers) and 32 noise dims; N = 3,000 generator iterations instead of
+        900,000, so tau = N / 30 keeps the paper's 30 stairs of eta (ends at
+        eta0 1.2^29, as the paper's run does), as the paper itself shortens
+        tau in proportion for ORL;
+      - vectors (8 Gaussians): N = 3,000 with the same 30 stairs, n = 256.
+    lambda stays 100, N_critic 5, N_class 4, Adam(1e-4, 0.5, 0.9).
+    """
+    cfg = paper_preset(info)
+    if info.modality == "vector":
+        n = CPU_VECTOR_ITERATIONS
+        return dataclasses.replace(cfg, generator_iterations=n, eta_tau=max(1, n // ETA_STAIRS),
+                                   eval_every_iterations=500)
+    n = CPU_IMAGE_ITERATIONS
+    return dataclasses.replace(cfg, dim=16, noise_dim=32, generator_iterations=n, eta_tau=max(1, n // ETA_STAIRS),
+                               eval_every_iterations=500, holdout=min(500, info.num_samples // 10))
+
+
+def _noise_preset(count: int):
+    def preset(info) -> PreciseGANConfig:
+        return dataclasses.replace(cpu_preset(info), noise_dim=count)
+
+    preset.__doc__ = (f"Section IV-B's synthetic experiment with {count} noise variable(s) "
+                      "(the cpu preset with noise_dim={count}).")
+    return preset
+
+
+NOISE_PRESETS = {f"noise{c}": _noise_preset(c) for c in (0, 1, 2, 3, 4, 8)}
+
+
+class PreciseGAN(Method):
+    name = "precise_gan"
+    config_class = PreciseGANConfig
+    presets = {"paper": paper_preset, "cpu": cpu_preset, **NOISE_PRESETS}
+    num_views = 0
+
+    def check_input_shape(self, input_shape):
+        cfg = self.config
+        if self.info.modality == "image":
+            self.require_image_variant(input_shape, variant_for)
+        elif len(input_shape) != 1:
+            raise InputError(f"precise_gan takes vectors [D] or images [H, W, C]; got inputs of shape {input_shape}")
+        for field in ("batch_size", "generator_iterations", "critic_iterations", "classifier_iterations",
+                      "eta_tau", "eval_every_iterations"):
+            if int(getattr(cfg, field)) < 1:
+                raise InputError(f"{field} must be positive, got {getattr(cfg, field)}")
+        if cfg.noise_dim < 0 or cfg.holdout < 0:
+            raise InputError(f"noise_dim and holdout must be >= 0; got {cfg.noise_dim}, {cfg.holdout}")
+        try:
+            self.prior = gan_loss.normalized_prior(cfg.prior, self.num_clusters)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        replicas = self.strategy.num_replicas_in_sync
+        if cfg.batch_size % replicas:
+            raise InputError(f"batch_size (n={cfg.batch_size}) must be divisible by the {replicas} replicas")
+        n = int(self.info.num_samples)
+        if n and cfg.holdout >= n:
+            raise InputError(f"holdout={cfg.holdout} leaves no training data ({n} samples)")
+        if n and self.train_batch_size() > n - cfg.holdout:
+            raise InputError(f"one generator iteration needs n x N_critic = {self.train_batch_size()} real samples, "
+                             f"more than the {n - cfg.holdout} training samples; lower batch_size")
+
+    # -- schedule ---------------------------------------------------------------------------------
+    def train_batch_size(self) -> int:
+        return int(self.config.batch_size * self.config.critic_iterations)
+
+    def iterations_per_epoch(self) -> int:
+        return max(1, (int(self.info.num_samples) - int(self.config.holdout)) // self.train_batch_size())
+
+    def num_epochs(self) -> int:
+        return math.ceil(self.config.generator_iterations / self.iterations_per_epoch())
+
+    def epochs_per_eval(self) -> int:
+        return max(1, round(self.config.eval_every_iterations / self.iterations_per_epoch()))
+
+    def finished(self) -> bool:
+        return int(self.g_optimizer.iterations.numpy()) >= self.config.generator_iterations
+
+    def held_out(self) -> np.ndarray:
+        """Samples kept out of training (for the EMD estimate): a fixed random subset."""
+        subset = fixed_subset(int(self.info.num_samples), int(self.config.holdout))
+        return np.zeros([0], np.int64) if subset is None else subset
+
+    # -- build --------------------------------------------------------------------------------------
+    def build(self):
+        cfg, k = self.config, self.num_clusters
+        # The loop's cadence follows generator iterations.
+        self.config = cfg = dataclasses.replace(cfg, eval_every=self.epochs_per_eval(),
+                                                checkpoint_every=self.epochs_per_eval())
+        if self.preprocessor is None:
+            raise RuntimeError("precise_gan needs the run's Preprocessor (method.preprocessor) before build()")
+        shape = self.input_shape
+        with self.strategy.scope():
+            self.generator = build_generator(shape, k, cfg.noise_dim, dim=cfg.dim, hidden=cfg.hidden,
+                                             batchnorm=cfg.generator_batchnorm)
+            self.critic = build_critic(shape, dim=cfg.dim, hidden=cfg.hidden)
+            self.classifier = build_classifier(shape, k, dim=cfg.dim, hidden=cfg.hidden)
+            self.d_optimizer, self.c_optimizer, self.g_optimizer = (
+                keras.optimizers.Adam(cfg.learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2, name=f"{n}_adam")
+                for n in ("critic", "classifier", "generator"))
+            self.d_optimizer.build(self.critic.trainable_variables)
+            self.c_optimizer.build(self.classifier.trainable_variables)
+            self.g_optimizer.build(self.generator.trainable_variables)
+        self._log_prior = tf.constant(np.log(self.prior)[None, :], tf.float32)
+        self._mean = tf.constant(self.preprocessor.mean, tf.float32)
+        self._std = tf.constant(self.preprocessor.std, tf.float32)
+        self._is_image = self.info.modality == "image"
+        self._critic_fn = tf.function(lambda x: self.critic(x, training=False)[:, 0])
+        self._generate_fn = tf.function(self._generate_model_space, reduce_retracing=True)
+
+    def checkpoint_objects(self):
+        return {"generator": self.generator, "critic": self.critic, "classifier": self.classifier,
+                "critic_optimizer": self.d_optimizer, "classifier_optimizer": self.c_optimizer,
+                "generator_optimizer": self.g_optimizer}
+
+    def export_objects(self):
+        return {"generator": self.generator, "classifier": self.classifier}
+
+    # -- sampling ---------------------------------------------------------------------------------
+    def to_model_space(self, samples):
+        """G's outputs -> the space D and C see: pixels in [0, 1] standardised as the real images are."""
+        if self._is_image:
+            return (samples - self._mean) / self._std
+        return samples  # vectors: G is linear and generates standardised vectors directly
+
+    def to_raw_space(self, samples):
+        """G's outputs -> the data's own units: pixels in [0, 1], or de-standardised vectors."""
+        return samples if self._is_image else samples * self._std + self._mean
+
+    def sample_latents(self, count: int, seed):
+        """(ids [count] int32, one-hot y [count, K], z [count, Z], eps [count]) from a stateless seed [2]."""
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+        ids = tf.random.stateless_categorical(self._log_prior, count, seeds[0], dtype=tf.int32)[0]
+        z = tf.random.stateless_normal([count, self.config.noise_dim], seeds[1])
+        eps = tf.random.stateless_uniform([count], seeds[2])
+        return ids, tf.one_hot(ids, self.num_clusters), z, eps
+
+    def _generate_model_space(self, one_hot, z):
+        return self.to_model_space(self.generator([one_hot, z], training=False))
+
+    # -- Algorithm 1 ---------------------------------------------------------------------------------
+    def _seed(self, t, sub: int):
+        return tf.stack([tf.cast(self.seed, tf.int64), tf.cast(t, tf.int64) * 64 + sub])
+
+    def _local(self, global_tensor):
+        """This replica's rows of a tensor drawn for the global batch."""
+        _, rid, replicas = self.replica_info()
+        per = self.config.batch_size // replicas
+        return global_tensor[rid * per:(rid + 1) * per]
+
+    def _local_latents(self, t, sub: int):
+        ids, y, z, eps = self.sample_latents(self.config.batch_size, self._seed(t, sub))
+        return self._local(ids), self._local(y), self._local(z), self._local(eps)
+
+    def critic_step(self, real, t, i: int) -> dict:
+        """Lines 2-11: one Adam step of D on eq. (5) over n real and n generated samples."""
+        cfg = self.config
+        _, y, z, eps = self._local_latents(t, i)
+        fake = self.to_model_space(self.generator([y, z], training=True))
+        with tf.GradientTape() as tape:
+            d_real, d_fake = self.critic(real, training=True), self.critic(fake, training=True)
+            penalty = gan_loss.gradient_penalty_terms(self.critic, gan_loss.interpolate(real, fake, eps))
+            terms = gan_loss.critic_loss_terms(d_real, d_fake, penalty, cfg.gp_weight)
+            loss = tf.reduce_sum(terms) / cfg.batch_size
+        self.apply_gradients(self.d_optimizer, tape, loss, self.critic.trainable_variables)
+        n = float(cfg.batch_size)
+        return {"critic/loss": loss, "critic/gradient_penalty": tf.reduce_sum(penalty) / n,
+                "critic/emd_train": (tf.reduce_sum(d_real) - tf.reduce_sum(d_fake)) / n}
+
+    def classifier_step(self, t, i: int) -> dict:
+        """Lines 12-20: one Adam step of C on eq. (6) over n generated samples and their fake labels."""
+        cfg = self.config
+        ids, y, z, _ = self._local_latents(t, cfg.critic_iterations + i)
+        fake = self.to_model_space(self.generator([y, z], training=True))
+        with tf.GradientTape() as tape:
+            logits = self.classifier(fake, training=True)["logits"]
+            ce = gan_loss.cross_entropy_terms(ids, logits)
+            loss = tf.reduce_sum(ce) / cfg.batch_size
+        self.apply_gradients(self.c_optimizer, tape, loss, self.classifier.trainable_variables)
+        correct = tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), ids), tf.float32)
+        return {"classifier/cross_entropy": loss, "classifier/fake_accuracy": tf.reduce_sum(correct) / cfg.batch_size}
+
+    def generator_step(self, t) -> dict:
+        """Lines 21-29: one Adam step of G on eq. (7), L_G = -E D(G(y, z)) + eta_t L_C."""
+        cfg = self.config
+        _, _, replicas = self.replica_info()
+        ids, y, z, _ = self._local_latents(t, cfg.critic_iterations + cfg.classifier_iterations)
+        eta = gan_loss.eta_at(t, cfg.eta0, cfg.eta_gamma, cfg.eta_tau)
+        with tf.GradientTape() as tape:
+            fake = self.to_model_space(self.generator([y, z], training=True))
+            d_fake = self.critic(fake, training=True)
+            ce = gan_loss.cross_entropy_terms(ids, self.classifier(fake, training=True)["logits"])
+            loss = tf.reduce_sum(gan_loss.generator_loss_terms(d_fake, ce, eta)) / cfg.batch_size
+        self.apply_gradients(self.g_optimizer, tape, loss, self.generator.trainable_variables)
+        return {"loss": loss, "generator/reality": -tf.reduce_sum(d_fake) / cfg.batch_size,
+                "generator/entropy": tf.reduce_sum(ce) / cfg.batch_size, "generator/eta": eta / replicas}
+
+    def train_step(self, batch):
+        cfg = self.config
+        t = self.g_optimizer.iterations  # generator steps done so far
+        x = batch["image"]
+        real = tf.reshape(x, tf.concat([[-1, cfg.critic_iterations], tf.shape(x)[1:]], 0))
+        logs = {}
+        for i in range(cfg.critic_iterations):
+            logs.update(self.critic_step(real[:, i], t, i))
+        for i in range(cfg.classifier_iterations):
+            logs.update(self.classifier_step(t, i))
+        logs.update(self.generator_step(t))
+        return logs
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def _fakes(self, count: int, seed: int):
+        ids, y, z, _ = self.sample_latents(count, tf.constant([seed, 2**30], tf.int64))
+        return ids.numpy(), self._generate_fn(y, z)
+
+    def curves(self, predict_all, step: int) -> dict:
+        """Fig. 3's curves on fresh generated samples: fake accuracy, entropy, EMD on held-out real data."""
+        cfg = self.config
+        ids, fakes = self._fakes(cfg.eval_fakes, step)
+        probs = self.classifier(fakes, training=False)["probabilities"].numpy()
+        held = self.held_out()
+        tag = "eval/emd_heldout"
+        if not len(held):
+            held, tag = np.arange(min(cfg.eval_fakes, int(self.info.num_samples))), "eval/emd_training_samples"
+        d_real = predict_all(self._critic_fn, subset=held)
+        d_fake = self._critic_fn(fakes).numpy()
+        return {"eval/fake_accuracy": float((probs.argmax(1) == ids).mean()),
+                "eval/fake_cross_entropy": float(-np.log(np.maximum(probs[np.arange(len(ids)), ids], 1e-12)).mean()),
+                tag: float(d_real.mean() - d_fake.mean()),
+                "eval/eta": gan_loss.eta_at(step, cfg.eta0, cfg.eta_gamma, cfg.eta_tau)}
+
+    def end_epoch(self, epoch, predict_all):
+        last = epoch + 1 == self.num_epochs() or self.finished()
+        if last or (epoch + 1) % self.config.eval_every == 0:
+            return self.curves(predict_all, int(self.g_optimizer.iterations.numpy()))
+        return {}
+
+    def eval_logs(self, probabilities, labels, images, predict_all):
+        """A grid of generated images: one row per cluster id (Fig. 3 d, h)."""
+        k, per = min(self.num_clusters, 32), self.config.samples_per_cluster
+        ids = np.repeat(np.arange(k), per)
+        z = tf.random.stateless_normal([len(ids), self.config.noise_dim], [self.seed, 2**29])
+        pixels = self.generator([tf.one_hot(ids, self.num_clusters), z], training=False).numpy()
+        h, w, c = pixels.shape[1:]
+        grid = pixels.reshape(k, per, h, w, c).transpose(0, 2, 1, 3, 4).reshape(1, k * h, per * w, c)
+        return {"precise_gan/samples_per_cluster": grid}
+
+    # -- inference ---------------------------------------------------------------------------------
+    def predict(self, x):
+        return self.classifier(x, training=False)["probabilities"]
+
+    def serving_signatures(self) -> dict:
+        """`generate` (cluster ids -> samples, fresh noise) and `generate_from_noise` (ids and z -> samples)."""
+        k, zdim = self.num_clusters, self.config.noise_dim
+
+        def outputs(ids, z):
+            ids = tf.cast(ids, tf.int32)
+            tf.debugging.assert_non_negative(ids, message="cluster ids must be in [0, K)")
+            tf.debugging.assert_less(ids, k, message="cluster ids must be in [0, K)")
+            samples = self.to_raw_space(self.generator([tf.one_hot(ids, k), z], training=False))
+            if self._is_image:
+                return {"images": samples,
+                        "pixels": tf.cast(tf.round(tf.clip_by_value(samples, 0.0, 1.0) * 255.0), tf.uint8)}
+            return {"samples": samples}
+
+        ids_spec = tf.TensorSpec([None], tf.int64, name="cluster")
+
+        @tf.function(input_signature=[ids_spec])
+        def generate(cluster):
+            return outputs(cluster, tf.random.normal([tf.shape(cluster)[0], zdim]))
+
+        @tf.function(input_signature=[ids_spec, tf.TensorSpec([None, zdim], tf.float32, name="noise")])
+        def generate_from_noise(cluster, noise):
+            return outputs(cluster, noise)
+
+        return {"generate": generate, "generate_from_noise": generate_from_noise}
