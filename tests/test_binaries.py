@@ -76,7 +76,7 @@ def test_dac_binary_on_two_replicas(tiny_npz, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--method=magic"], "unknown method 'magic'"),
-    (["--method=precise_gan"], "planned but not implemented"),
+    (["--method=precise_gan"], "square images of 28x28, 16x16"),
     (["--dataset=nope"], "unknown dataset 'nope'"),
     (["--preset=huge"], "unknown preset 'huge'"),
     (["--num_clusters=1"], "at least 2"),
