@@ -19,7 +19,10 @@ def test_table_reports_min_median_max():
     rows = [{"method": "m", "dataset": "d", "preset": "cpu", "acc": a, "nmi": 0.5, "ari": 0.1,
              "wall_seconds": 10.0, "train_images_per_second": 5.0} for a in (0.2, 0.4, 0.3)]
     line = benchmark.table(rows).splitlines()[-1]
-    assert "| 3 | 0.200 / 0.300 / 0.400 |" in line
+    assert "| 3 | 0.200 / 0.300 / 0.400 |" in line and line.endswith("| n/a |")
+    for r, s in zip(rows, (1.0, 3.0, 2.0)):
+        r["train_steps_per_second"] = s  # generator iterations per second, for a GAN
+    assert benchmark.table(rows).splitlines()[-1].endswith("| 2.00 |")
 
 
 def test_merge_replaces_rows_by_name_and_keeps_the_others():

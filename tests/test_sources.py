@@ -171,3 +171,21 @@ def test_colored_mnist_paints_digits_with_class_independent_colours():
     assert per_class.std(0).max() < 0.1
     with pytest.raises(InputError, match="grayscale base"):
         sources.load("colored_mnist?base=colored_mnist")
+
+
+def test_class_reduced_follows_section_iv_f():
+    from tfcluster.evaluation.metrics import uniformity_index
+
+    usps = sources.reduce_largest_classes(sources.USPS_CLASS_COUNTS, 0)
+    assert usps.tolist() == [1500, 1200, 900, 800, 800, 700, 800, 700, 700, 800]  # multiples of 100
+    assert sources.reduce_largest_classes(sources.USPS_CLASS_COUNTS, 1).max() == 1200
+    assert sources.reduce_largest_classes(sources.USPS_CLASS_COUNTS, 4).tolist() == [700] * 10  # USPS700
+    uis = []
+    for steps in range(4):
+        src = sources.load(f"class_reduced?steps={steps}&unit=50")
+        counts = np.bincount(src.y, minlength=10)
+        assert np.all(counts % 50 == 0) and src.x.shape[1:] == (28, 28, 1)
+        uis.append(uniformity_index(src.y, 10))
+    assert uis[0] < uis[1] < uis[2] < uis[3] == pytest.approx(1.0)  # each step makes the classes more even
+    with pytest.raises(InputError, match="fewer than unit"):
+        sources.load("class_reduced?unit=1000")

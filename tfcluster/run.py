@@ -151,6 +151,7 @@ def train(options: RunOptions, log=print, source: sources.Source | None = None) 
         "extra": {k: v for k, v in result.metrics.items() if k not in ("acc", "nmi", "ari")},
         "epochs_run": result.epochs_run, "steps": result.steps, "train_seconds": round(result.train_seconds, 3),
         "train_images_per_second": round(result.train_images_per_second, 1),
+        "train_steps_per_second": round(result.train_steps_per_second, 2),
         "resumed_from": result.resumed_from,
     }
     if options.export:

@@ -45,17 +45,23 @@ def _stats(values):
     return f"{v.min():.3f} / {np.median(v):.3f} / {v.max():.3f}"
 
 
+def _steps_per_second(rows) -> str:
+    """Median training steps per second (a GAN's generator iterations/s); n/a for rows measured before it was kept."""
+    v = [r["train_steps_per_second"] for r in rows if r.get("train_steps_per_second") is not None]
+    return f"{np.median(v):.2f}" if v else "n/a"
+
+
 def table(rows) -> str:
     groups = {}
     for r in rows:
         groups.setdefault((r["method"], r["dataset"], r["preset"]), []).append(r)
     lines = ["| method | dataset | preset | seeds | ACC min/med/max | NMI min/med/max | ARI min/med/max | "
-             "wall s (median) | train img/s (median) |", "|---|---|---|---|---|---|---|---|---|"]
+             "wall s (median) | train img/s (median) | steps/s (median) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (method, dataset, preset), rs in sorted(groups.items()):
         lines.append(f"| {method} | {dataset} | {preset} | {len(rs)} | {_stats(r['acc'] for r in rs)} | "
                      f"{_stats(r['nmi'] for r in rs)} | {_stats(r['ari'] for r in rs)} | "
                      f"{np.median([r['wall_seconds'] for r in rs]):.0f} | "
-                     f"{np.median([r['train_images_per_second'] for r in rs]):.0f} |")
+                     f"{np.median([r['train_images_per_second'] for r in rs]):.0f} | {_steps_per_second(rs)} |")
     return "\n".join(lines)
 
 
@@ -127,7 +133,7 @@ def main(argv):
                 m = run.train(options)
                 rows.append({"name": name, **{k: m[k] for k in ("method", "dataset", "preset", "seed", "acc", "nmi",
                                                                 "ari", "wall_seconds", "train_images_per_second",
-                                                                "num_samples")}, "overrides": list(FLAGS.set),
+                                                                "train_steps_per_second", "num_samples")}, "overrides": list(FLAGS.set),
                              "config_digest": digest, "command": "python " + " ".join(sys.argv)})
                 print(json.dumps(rows[-1]))
                 from tfcluster.config import write_json

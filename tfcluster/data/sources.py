@@ -18,6 +18,9 @@ Registered names:
                  (precise-feature paper, IV-D); option base= (default mnist5k)
   gaussians8     8 isotropic 2-D blobs (precise-feature paper, IV-B); vectors,
                  not images; options n= (default 8000), seed=
+  class_reduced  class-imbalance variants by the precise-feature paper's procedure
+                 (IV-F); options base= (default mnist5k), profile=usps|none,
+                 steps=, unit= (default 100), seed=
   npz:PATH       arrays x [N,H,W,C] (or [N,H,W]) uint8 and optional y [N]; optional
                  x_test / y_test are the test split
   folder:PATH    image files, optionally in one sub-folder per class; options
@@ -331,6 +334,52 @@ def _artifact_mnist(split, base="mnist5k", seed="0"):
     x = src.x.copy()
     x[:, 0, 0, :] = np.round(np.asarray(ARTIFACT_VALUES)[y] * 255.0).astype(np.uint8)[:, None]
     return x, y, {"num_classes": 3, "class_names": tuple(str(v) for v in ARTIFACT_VALUES)}
+
+
+# Class sizes of USPS (train + test, digits 0-9): the imbalanced set section IV-F starts from.
+USPS_CLASS_COUNTS = np.array([1553, 1269, 929, 824, 852, 716, 834, 792, 708, 821])
+
+
+def reduce_largest_classes(counts, steps: int, unit: int = 100) -> np.ndarray:
+    """Section IV-F's procedure on class sizes [C]: floor every size to a multiple of `unit`
+    ("an integer multiple of 100 samples from each class"), then `steps` times cut the
+    largest classes to the second-largest size. Returns the new sizes [C]; enough steps
+    make every class as small as the smallest (e.g. USPS700)."""
+    sizes = (np.asarray(counts, np.int64) // unit) * unit
+    if np.any(sizes <= 0):
+        raise InputError(f"a class has fewer than unit={unit} samples; lower unit")
+    for _ in range(int(steps)):
+        distinct = np.unique(sizes)
+        if len(distinct) < 2:
+            break
+        sizes = np.where(sizes == distinct[-1], distinct[-2], sizes)
+    return sizes
+
+
+@register("class_reduced")
+def _class_reduced(split, base="mnist5k", profile="usps", steps="0", unit="100", seed="0"):
+    """Class-imbalanced variants of `base` (precise-feature paper, IV-F).
+
+    profile=usps first subsamples each class of `base` to USPS's class proportions (the largest
+    class keeps all of its samples, so a uniform base such as mnist5k becomes as imbalanced
+    as USPS); profile=none keeps the base's own sizes. Then `reduce_largest_classes`.
+    The uniformity index (eq. 9) of the result is `tfcluster.evaluation.metrics.uniformity_index(y)`.
+    """
+    src = load(f"{base}?split={split}")
+    if not src.has_labels:
+        raise InputError(f"class_reduced needs a labelled base dataset; {base!r} has no labels")
+    counts = np.bincount(src.y, minlength=src.info.num_classes)
+    if profile == "usps":
+        if len(counts) != len(USPS_CLASS_COUNTS):
+            raise InputError(f"profile=usps needs 10 classes; {base!r} has {len(counts)}")
+        scale = np.min(counts / USPS_CLASS_COUNTS)
+        counts = np.floor(USPS_CLASS_COUNTS * scale).astype(np.int64)
+    elif profile != "none":
+        raise InputError(f"profile must be usps or none, got {profile!r}")
+    sizes = reduce_largest_classes(counts, int(steps), int(unit))
+    rng = np.random.RandomState(int(seed))
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(src.y == c))[:s] for c, s in enumerate(sizes)]))
+    return src.x[keep], src.y[keep], {"num_classes": src.info.num_classes, "class_names": src.info.class_names}
 
 
 # Foreground / background colours of `colored_mnist` (RGB in [0, 1]): saturated hues on dark or light grounds.

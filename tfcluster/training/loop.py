@@ -44,6 +44,7 @@ class TrainResult:
     train_images_per_second: float
     resumed_from: str | None
     probabilities: np.ndarray | None = None
+    train_steps_per_second: float = 0.0
 
 
 class Trainer:
@@ -195,7 +196,7 @@ class Trainer:
         cfg = self.method.config
         num_epochs = self.method.num_epochs()
         start = int(self.epoch.numpy())
-        train_seconds, images = 0.0, 0
+        train_seconds, images, steps_run = 0.0, 0, 0
         result, probs = {}, None
         for epoch in range(start, num_epochs):
             if self.method.finished():
@@ -217,6 +218,7 @@ class Trainer:
             elapsed = time.perf_counter() - t0
             train_seconds += elapsed
             images += epoch_steps * self.method.train_batch_size()
+            steps_run += epoch_steps
             epoch_logs.update(self.method.end_epoch(epoch, self.predict_all))
             self.epoch.assign(epoch + 1)
             epoch_logs["train/images_per_second"] = epoch_steps * self.method.train_batch_size() / max(elapsed, 1e-9)
@@ -237,7 +239,8 @@ class Trainer:
             result, probs = self.evaluate(write=False)
         return TrainResult(metrics=result, epochs_run=int(self.epoch.numpy()) - start, steps=int(self.step.numpy()),
                            train_seconds=train_seconds, train_images_per_second=images / max(train_seconds, 1e-9),
-                           resumed_from=resumed, probabilities=probs)
+                           resumed_from=resumed, probabilities=probs,
+                           train_steps_per_second=steps_run / max(train_seconds, 1e-9))
 
     def _run_fit(self, resumed) -> TrainResult:
         t0 = time.perf_counter()
