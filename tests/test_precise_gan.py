@@ -317,3 +317,29 @@ def test_training_pipeline_leaves_out_the_held_out_samples():
     assert len(held) == 20 and steps == 180 // 20
     seen = np.concatenate([b["index"].numpy() for b in make()])
     assert len(seen) == steps * 20 and not held & set(seen.tolist())
+
+
+def test_counters_checkpoint_and_resume(tmp_path):
+    """Each network's step counter is checkpointed; a longer run resumes from the shorter one."""
+    from tfcluster.training.loop import Trainer
+
+    base = ("hidden=16", "batch_size=16", "holdout=40", "eval_every_iterations=4")
+    workdir = str(tmp_path / "r")
+
+    def options(n):
+        return run.RunOptions(method="precise_gan", dataset="gaussians8?n=200", preset="cpu", workdir=workdir,
+                              progress=False, export=False, overrides=base + (f"generator_iterations={n}",))
+
+    run.train(options(4), log=lambda s: None)  # 160 training samples / (16 x 5) = 2 iterations per epoch
+    method, src, pre, _ = run.build(options(4))
+    trainer = Trainer(method, src, pre, workdir, progress=False)
+    assert trainer.restore() is not None
+    assert [int(o.iterations.numpy()) for o in (method.d_optimizer, method.c_optimizer, method.g_optimizer)] == \
+        [20, 16, 4]
+    assert method.finished()
+    # The run with other settings is refused; the same settings report that nothing is left to train.
+    with pytest.raises(InputError, match="other settings"):
+        run.train(options(8), log=lambda s: None)
+    logs = []
+    run.train(options(4), log=logs.append)
+    assert any("resumed" in line for line in logs)
