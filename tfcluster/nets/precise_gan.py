@@ -56,10 +56,11 @@ def _deconv_plan(size: int, dim: int) -> list[tuple[int, int]]:
 
 
 def build_generator(output_shape, num_clusters: int, noise_dim: int, dim: int = 64, hidden: int = 512,
-                    batchnorm: bool = False, name: str = "generator") -> keras.Model:
+                    batchnorm: bool = False, output_bias=None, name: str = "generator") -> keras.Model:
     """G(y, z). Inputs: y float32 [B, K] (one-hot), z float32 [B, Z] (Z may be 0).
 
     Output: images [B, H, W, C] in [0, 1] (sigmoid), or vectors [B, D] (linear).
+    output_bias: initial bias of the output layer (scalar or [C]); None: zeros.
     """
     y = keras.Input((num_clusters,), name="cluster_one_hot")
     z = keras.Input((noise_dim,), name="noise")
@@ -85,8 +86,9 @@ def build_generator(output_shape, num_clusters: int, noise_dim: int, dim: int = 
         if i == 0 and size == 28:
             h = keras.layers.Cropping2D(((0, 1), (0, 1)), name="g_crop")(h)  # 8x8 -> 7x7
     last_stride = 1 if size == 16 else 2
+    bias_init = "zeros" if output_bias is None else keras.initializers.Constant(output_bias)
     out = keras.layers.Conv2DTranspose(channels, 5, strides=last_stride, padding="same", activation="sigmoid",
-                                       name="g_out")(h)
+                                       bias_initializer=bias_init, name="g_out")(h)
     if tuple(out.shape[1:]) != tuple(output_shape):
         raise RuntimeError(f"generator produced {tuple(out.shape[1:])}, expected {tuple(output_shape)}")
     return keras.Model([y, z], out, name=name)
