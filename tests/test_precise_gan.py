@@ -286,7 +286,7 @@ def test_short_mnist_run_beats_chance_and_exports_generate(tmp_path):
                                    overrides=("generator_iterations=300", "eval_every_iterations=150")),
                     source=full, log=lambda s: None)
     # Chance: ACC about 0.11, NMI about 0.003. Development runs of this preset: ACC 0.29-0.32, NMI 0.18-0.24
-    # after 216-324 iterations (the cpu preset's full 1,800 iterations: the benchmark in docs/RESULTS.md).
+    # after 216-324 iterations (the cpu preset's full 900 iterations: the benchmark in docs/RESULTS.md).
     assert out["acc"] > 0.2 and out["nmi"] > 0.1, out
     model = ExportedModel(out["export"])
     res = model._loaded.signatures["generate"](cluster=tf.constant([0, 9], tf.int64))
