@@ -48,11 +48,13 @@ def _element_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib
 
 def train_dataset(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
                   global_batch_size: int, seed: int, epoch: int, num_views: int = 1,
-                  drop_remainder: bool = True, keep: np.ndarray | None = None) -> tf.data.Dataset:
+                  drop_remainder: bool = True, keep: np.ndarray | None = None,
+                  passes: int = 1) -> tf.data.Dataset:
     """One epoch of shuffled, augmented, batched training data (global batches).
 
     `keep`: indices of the samples to train on (default all); "index" stays the
-    position in the source.
+    position in the source. `passes`: shuffled passes over them in the epoch
+    (a new order each pass; batches run on across pass boundaries).
     """
     if keep is None:
         x, y, index = source.x, source.y, np.arange(len(source), dtype=np.int64)
@@ -64,7 +66,10 @@ def train_dataset(source: Source, preprocessor: Preprocessor, augment: augment_l
         raise ValueError(f"batch size {global_batch_size} is larger than the dataset ({n} samples)")
     epoch_seed = _epoch_seed(seed, epoch)
     ds = tf.data.Dataset.from_tensor_slices({"raw": x, "label": y, "index": index})
-    ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False)
+    if passes == 1:
+        ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False)
+    else:
+        ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=True).repeat(int(passes))
     seeds = tf.data.Dataset.random(seed=epoch_seed + 1).batch(2)
     ds = tf.data.Dataset.zip((ds, seeds))
     element_fn = _element_fn(source, preprocessor, augment, num_views)

@@ -9,7 +9,8 @@ A method owns its Keras models, optimizers and state variables, and exposes
   predict(x)              probabilities [B, K] for preprocessed inputs (inference mode)
   serving_outputs(x)      named outputs for the SavedModel (at least probabilities)
   serving_signatures()    optional extra SavedModel signatures (e.g. a GAN's `generate`)
-  train_batch_size(), held_out()  optional: samples per step, samples kept out of training
+  train_batch_size(), held_out(), passes_per_epoch()  optional: samples per step,
+                          samples kept out of training, data passes per loop epoch
 
 `train_step` returns a dict of scalars whose SUM over replicas is the value
 for the global batch (losses are divided by the global batch or global pair
@@ -168,6 +169,14 @@ class Method(abc.ABC):
     def held_out(self) -> np.ndarray:
         """Indices of source samples the training pipeline leaves out (default: none)."""
         return np.zeros([0], np.int64)
+
+    def passes_per_epoch(self) -> int:
+        """Shuffled passes over the training data in one epoch of the loop (default 1)."""
+        return 1
+
+    def steps_in_epoch(self, epoch: int, steps: int) -> int:
+        """Training steps of `epoch`, given the `steps` its data holds (default: all of them)."""
+        return steps
 
     def finished(self) -> bool:
         """True once the method's own stopping rule has fired (checkpointed state)."""

@@ -50,8 +50,8 @@ class PreciseGANConfig(BaseConfig):
 
     Attributes:
       batch_size: n, samples per critic, classifier and generator step (WGAN-GP's 50).
-      generator_iterations: N, generator steps in all (rounded up to whole
-        epochs; an epoch is floor(#training samples / (n N_critic)) steps).
+      generator_iterations: N, generator steps in all (the last epoch of the
+        loop is cut short to stop at N).
       critic_iterations: N_critic; classifier_iterations: N_class.
       gp_weight: lambda of eq. (5): 100 in the paper (the public code used 10).
       eta0, eta_gamma, eta_tau: eq. (8)'s staircase eta0 gamma^floor(t / tau).
@@ -69,8 +69,9 @@ class PreciseGANConfig(BaseConfig):
       holdout: real samples kept out of training, for the EMD estimate (0: use
         the first eval_fakes training samples instead, and say so in the tag).
       eval_fakes: generated samples per evaluation (fake accuracy, entropy, EMD).
-      eval_every_iterations: evaluate every this many generator steps
-        (rounded to whole epochs; sets eval_every and checkpoint_every).
+      eval_every_iterations: evaluate and checkpoint every this many generator
+        steps, rounded to whole passes over the training samples (one pass is
+        floor(#training samples / (n N_critic)) steps): one epoch of the loop.
       samples_per_cluster: columns of the TensorBoard grid of generated images.
     """
 
@@ -208,14 +209,28 @@ class PreciseGAN(Method):
     def train_batch_size(self) -> int:
         return int(self.config.batch_size * self.config.critic_iterations)
 
-    def iterations_per_epoch(self) -> int:
+    def _per_pass(self) -> int:
+        """Generator iterations in one pass over the training samples."""
         return max(1, (int(self.info.num_samples) - int(self.config.holdout)) // self.train_batch_size())
+
+    def passes_per_epoch(self) -> int:
+        """An epoch of the loop is about eval_every_iterations: whole passes (the loop's
+        per-epoch work, a new input pipeline, is then paid once per evaluation, not per pass)."""
+        return max(1, round(self.config.eval_every_iterations / self._per_pass()))
+
+    def iterations_per_epoch(self) -> int:
+        n = int(self.info.num_samples) - int(self.config.holdout)
+        return max(1, self.passes_per_epoch() * n // self.train_batch_size())
 
     def num_epochs(self) -> int:
         return math.ceil(self.config.generator_iterations / self.iterations_per_epoch())
 
+    def steps_in_epoch(self, epoch: int, steps: int) -> int:
+        """The last epoch stops at exactly N generator iterations."""
+        return max(0, min(steps, self.config.generator_iterations - epoch * self.iterations_per_epoch()))
+
     def epochs_per_eval(self) -> int:
-        return max(1, round(self.config.eval_every_iterations / self.iterations_per_epoch()))
+        return 1
 
     def finished(self) -> bool:
         return int(self.g_optimizer.iterations.numpy()) >= self.config.generator_iterations

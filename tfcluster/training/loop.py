@@ -158,9 +158,11 @@ class Trainer:
             held = method.held_out()
             keep = np.setdiff1d(np.arange(len(self.source)), held) if len(held) else None
             count = len(self.source) if keep is None else len(keep)
+            passes = method.passes_per_epoch()
+            steps = method.steps_in_epoch(epoch, passes * count // batch)
             return [(None, lambda: pipeline.train_dataset(
                 self.source, self.preprocessor, cfg.augment, batch, self.seed, epoch,
-                num_views=method.num_views, keep=keep), count // batch)]
+                num_views=method.num_views, keep=keep, passes=passes).take(steps), steps)]
         parts = []
         for r, indices in enumerate(pipeline.round_order(len(self.source), plan.size, self.seed, epoch)):
             def begin(r=r, indices=indices):
