@@ -229,9 +229,6 @@ class PreciseGAN(Method):
         """The last epoch stops at exactly N generator iterations."""
         return max(0, min(steps, self.config.generator_iterations - epoch * self.iterations_per_epoch()))
 
-    def epochs_per_eval(self) -> int:
-        return 1
-
     def finished(self) -> bool:
         return int(self.g_optimizer.iterations.numpy()) >= self.config.generator_iterations
 
@@ -243,9 +240,8 @@ class PreciseGAN(Method):
     # -- build --------------------------------------------------------------------------------------
     def build(self):
         cfg, k = self.config, self.num_clusters
-        # The loop's cadence follows generator iterations.
-        self.config = cfg = dataclasses.replace(cfg, eval_every=self.epochs_per_eval(),
-                                                checkpoint_every=self.epochs_per_eval())
+        # An epoch of the loop is one evaluation interval (passes_per_epoch): evaluate and save after each.
+        self.config = cfg = dataclasses.replace(cfg, eval_every=1, checkpoint_every=1)
         if self.preprocessor is None:
             raise RuntimeError("precise_gan needs the run's Preprocessor (method.preprocessor) before build()")
         shape = self.input_shape
