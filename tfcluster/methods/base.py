@@ -9,8 +9,9 @@ A method owns its Keras models, optimizers and state variables, and exposes
   predict(x)              probabilities [B, K] for preprocessed inputs (inference mode)
   serving_outputs(x)      named outputs for the SavedModel (at least probabilities)
   serving_signatures()    optional extra SavedModel signatures (e.g. a GAN's `generate`)
-  train_batch_size(), held_out(), passes_per_epoch()  optional: samples per step,
-                          samples kept out of training, data passes per loop epoch
+  train_batch_size(), held_out(), passes_per_epoch(), steps_in_epoch()  optional:
+                          samples per step, samples kept out of training, data passes
+                          per loop epoch, a shorter last epoch (a GAN's N iterations)
 
 `train_step` returns a dict of scalars whose SUM over replicas is the value
 for the global batch (losses are divided by the global batch or global pair
