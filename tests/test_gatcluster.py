@@ -3,6 +3,7 @@ algorithm, replicas, and a short run on real data."""
 
 import glob
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -57,6 +58,9 @@ def test_unreachable_attention_size_is_a_clear_error():
     with pytest.raises(InputError, match="kmeans_on"):
         GATCluster(GATClusterConfig(large_batch=40, kmeans_on="x"), DatasetInfo("t", 3, (28, 28, 1), num_samples=50),
                    3, one, (28, 28, 1))
+    with pytest.raises(InputError, match="calibration_mode"):
+        GATCluster(GATClusterConfig(large_batch=40, calibration_mode="fast"),
+                   DatasetInfo("t", 3, (28, 28, 1), num_samples=50), 3, one, (28, 28, 1))
 
 
 # -- Gaussian attention ---------------------------------------------------------------------------
@@ -184,29 +188,73 @@ def _method(strategy, m=16, k=3, batch=8, **kw):
     return method
 
 
-@pytest.mark.parametrize("target_bn", ["moving", "recalibrate"])
-def test_targets_do_not_depend_on_the_sub_batch_m1(target_bn):
-    images = np.random.RandomState(0).rand(24, 28, 28, 1).astype(np.float32)
+def _round_targets(images, m1, **kw):
+    """Step 1 on `images` (the round) with sub-batches of m1: (balanced, attention, ids, logs)."""
 
     def predict_all(fn, subset=None, batch_size=None):
         x = images if subset is None else images[subset]
         return np.concatenate([fn(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
 
+    m = len(images)
+    method = _method(make_strategy("one_device"), m=m, target_batch=m1, **kw)
+    # Move the BatchNorm statistics away from their initial values, as training would.
+    method.model(images * 2.0, training=True)
+    logs = method.begin_round(0, 0, np.arange(m), predict_all)
+    return method.balanced.numpy(), method.att_targets.numpy(), method.relation_ids.numpy(), logs
+
+
+@pytest.mark.parametrize("target_bn", ["moving", "recalibrate"])
+def test_targets_do_not_depend_on_the_sub_batch_m1(target_bn):
+    """Exact for the moving statistics and for layer-by-layer recalibration."""
+    images = np.random.RandomState(0).rand(24, 28, 28, 1).astype(np.float32)
     results = []
     for m1 in (1, 5, 24):
-        method = _method(make_strategy("one_device"), m=24, target_batch=m1, target_bn=target_bn)
-        # Move the BatchNorm statistics away from their initial values, as training would.
-        method.model(images * 2.0, training=True)
-        logs = method.begin_round(0, 0, np.arange(24), predict_all)
-        results.append((method.balanced.numpy(), method.att_targets.numpy(), method.relation_ids.numpy()))
+        *targets, logs = _round_targets(images, m1, target_bn=target_bn, calibration_mode="layerwise")
+        results.append(targets)
         assert logs["gatcluster/relation_fallback"] in (0.0, 1.0)
+        balanced, attention, ids = targets
         # Only M x K targets and M ids are kept: no M x M relation matrix.
-        assert method.balanced.shape == (24, 3) and method.att_targets.shape == (24, 3)
-        assert method.relation_ids.shape == (24,)
+        assert balanced.shape == (24, 3) and attention.shape == (24, 3) and ids.shape == (24,)
     for balanced, attention, ids in results[1:]:
         np.testing.assert_allclose(balanced, results[0][0], rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(attention, results[0][1], rtol=1e-4, atol=1e-6)
         np.testing.assert_array_equal(ids, results[0][2])
+
+
+def test_one_pass_recalibration_is_exact_with_one_sub_batch_and_close_with_several():
+    """The cpu preset's one-pass BatchNorm calibration (nets.batchnorm) against the layer-by-layer one."""
+    images = np.random.RandomState(1).rand(48, 28, 28, 1).astype(np.float32)
+    exact = _round_targets(images, 48, target_bn="recalibrate", calibration_mode="layerwise")
+    whole = _round_targets(images, 48, target_bn="recalibrate", calibration_mode="one_pass")
+    halves = _round_targets(images, 24, target_bn="recalibrate", calibration_mode="one_pass")
+    np.testing.assert_allclose(whole[0], exact[0], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(whole[1], exact[1], rtol=1e-3, atol=1e-5)
+    # Two sub-batches: upstream layers normalised with sub-batch statistics; the targets move a little.
+    diff = np.abs(halves[0] - exact[0]).max()
+    assert 0 < diff < 0.05, diff
+
+
+def test_one_pass_calibration_sets_population_statistics_and_refuses_dropout():
+    from tfcluster.nets.batchnorm import BatchNormCalibrator
+
+    inputs = keras.Input((6,))
+    h = keras.layers.BatchNormalization(name="bn1")(keras.layers.Dense(5)(inputs))
+    out = keras.layers.BatchNormalization(name="bn2")(keras.layers.Dense(4)(keras.layers.ReLU()(h)))
+    model = keras.Model(inputs, out)
+    x = np.random.RandomState(2).randn(30, 6).astype(np.float32) * 3 + 1
+    BatchNormCalibrator(model, "one_pass")(lambda fn: fn(tf.constant(x)).numpy())
+    # One sub-batch: each layer gets the statistics of its inputs computed with the population-normalised layers.
+    h1 = model.layers[1](x).numpy()
+    np.testing.assert_allclose(model.get_layer("bn1").moving_mean.numpy(), h1.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.get_layer("bn1").moving_variance.numpy(), h1.var(0), rtol=1e-4, atol=1e-5)
+    h2 = keras.Model(inputs, model.get_layer("bn2").input)(x, training=False).numpy()
+    np.testing.assert_allclose(model.get_layer("bn2").moving_mean.numpy(), h2.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.get_layer("bn2").moving_variance.numpy(), h2.var(0), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="Dropout"):
+        BatchNormCalibrator(keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.5),
+                                              keras.layers.BatchNormalization()]), "one_pass")
+    with pytest.raises(ValueError, match="mode"):
+        BatchNormCalibrator(model, "fast")
 
 
 def test_round_dataset_transforms_each_sample_once_per_round():
@@ -234,23 +282,25 @@ def test_round_dataset_transforms_each_sample_once_per_round():
     assert positions[:16] != positions[16:32]  # a new order each pass
 
 
-def _one_step(strategy, batch):
-    method = _method(strategy, m=8, batch=8)
+def _one_step(strategy, batch, **kw):
+    method = _method(strategy, m=8, batch=8, **kw)
     images = tf.constant(batch["image"])
     method.begin_round(0, 0, np.arange(8), lambda fn, subset=None, batch_size=None: fn(images).numpy())
     logs = global_step(strategy, method, batch)
     return logs, [w.numpy() for w in method.model.weights], method.relation_ids.numpy()
 
 
-def test_two_replica_step_equals_one_device_step():
+@pytest.mark.parametrize("target_bn", ["moving", "recalibrate"])
+def test_two_replica_step_equals_one_device_step(target_bn):
+    """With "recalibrate", step 1's one-pass BatchNorm calibration runs on the 2-replica model too."""
     rng = np.random.RandomState(0)
     image = rng.rand(8, 28, 28, 1).astype(np.float32)
     batch = {"image": image, "views": (image + 0.05 * rng.rand(*image.shape).astype(np.float32))[:, None],
              "index": rng.permutation(8).astype(np.int64)}
     mirrored = make_strategy("mirrored")
     assert mirrored.num_replicas_in_sync == 2
-    logs1, w1, ids1 = _one_step(make_strategy("one_device"), batch)
-    logs2, w2, ids2 = _one_step(mirrored, batch)
+    logs1, w1, ids1 = _one_step(make_strategy("one_device"), batch, target_bn=target_bn)
+    logs2, w2, ids2 = _one_step(mirrored, batch, target_bn=target_bn)
     np.testing.assert_array_equal(ids1, ids2)
     for key in ("loss", "gatcluster/relation", "gatcluster/invariance", "gatcluster/entropy",
                 "gatcluster/attention", "gatcluster/entropy_attention"):

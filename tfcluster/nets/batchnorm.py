@@ -8,6 +8,16 @@ variance with the exact statistics of a dataset, layer by layer in network
 order (each layer's inputs computed with the earlier layers already
 recalibrated), so inference-mode outputs are batch-independent and match the
 data they are computed on.
+
+That costs about (number of BatchNorm layers) / 2 forward passes. The
+"one_pass" mode costs one: a single training-mode pass in which every
+BatchNorm layer normalises with its sub-batch's statistics, while the inputs
+of every BatchNorm layer are summed over all sub-batches. It is exact when one
+sub-batch holds the whole dataset (training mode on the whole data is then
+the layer-by-layer result); with several sub-batches, each layer's inputs were
+computed with sub-batch rather than population statistics upstream, the
+approximation of "precise BN" (Wu & Johnson, 2021), small for sub-batches of
+hundreds of images.
 """
 
 from __future__ import annotations
@@ -19,39 +29,78 @@ import numpy as np
 import tensorflow as tf
 
 
+MODES = ("layerwise", "one_pass")
+
+
 class BatchNormCalibrator:
     """Recalibrates the BatchNorm layers of a functional Keras model.
 
     Args:
       model: a functional `keras.Model` (its BatchNormalization layers are found
         among `model.layers`, in order).
+      mode: "layerwise" (exact for any sub-batching) or "one_pass" (one
+        training-mode forward pass; exact with a single sub-batch). One pass
+        needs a model whose only training-mode difference is BatchNorm: models
+        with Dropout are refused.
     Call with `map_batches(fn) -> np.ndarray`, which applies a tf.function `fn`
     to every batch of preprocessed images [B, ...] of the dataset and
     concatenates the results along axis 0 (e.g. `Trainer.predict_all`).
     """
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, mode: str = "layerwise"):
+        if mode not in MODES:
+            raise ValueError(f"BatchNorm calibration mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
         self.layers = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-        self._stats_fns = [self._make_stats_fn(keras.Model(model.inputs, layer.input)) for layer in self.layers]
+        if mode == "layerwise":
+            self._stats_fns = [self._make_stats_fn(keras.Model(model.inputs, [layer.input]), training=False)
+                               for layer in self.layers]
+        else:
+            dropout = [l.name for l in model.layers if isinstance(l, keras.layers.Dropout)]
+            if dropout:
+                raise ValueError(f"one_pass BatchNorm calibration needs a model without Dropout; found {dropout}")
+            probe = keras.Model(model.inputs, [layer.input for layer in self.layers]) if self.layers else None
+            self._stats_fns = [self._make_stats_fn(probe, training=True)] if probe is not None else []
 
     @staticmethod
-    def _make_stats_fn(probe):
+    def _make_stats_fn(probe, training: bool):
+        """A tf.function: images [B, ...] -> [1, sum over layers of (2 C_l + 1)] (sums, sums of squares, count)."""
+
         # reduce_retracing: batches of several sizes (a sub-batch size, a last partial batch) share a trace.
         @tf.function(reduce_retracing=True)
         def stats(x):
-            h = tf.cast(probe(x, training=False), tf.float64)
-            axes = list(range(len(h.shape) - 1))
-            count = tf.cast(tf.reduce_prod(tf.shape(h)[:-1]), tf.float64)
-            return tf.concat([tf.reduce_sum(h, axes), tf.reduce_sum(tf.square(h), axes), [count]], 0)[None]
+            parts = []
+            outputs = probe(x, training=training)
+            for h in (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]):
+                h = tf.cast(h, tf.float64)
+                axes = list(range(len(h.shape) - 1))
+                count = tf.cast(tf.reduce_prod(tf.shape(h)[:-1]), tf.float64)
+                parts += [tf.reduce_sum(h, axes), tf.reduce_sum(tf.square(h), axes), [count]]
+            return tf.concat(parts, 0)[None]
 
         return stats
 
     def __call__(self, map_batches: Callable[[Callable], np.ndarray]) -> None:
-        for layer, fn in zip(self.layers, self._stats_fns):
-            totals = map_batches(fn).sum(0)
-            c = (totals.shape[0] - 1) // 2
-            n = totals[-1]
-            mean = totals[:c] / n
-            var = np.maximum(totals[c:2 * c] / n - mean ** 2, 0.0)
-            layer.moving_mean.assign(mean.astype(np.float32))
-            layer.moving_variance.assign(var.astype(np.float32))
+        if self.mode == "layerwise":
+            for layer, fn in zip(self.layers, self._stats_fns):
+                self._assign(layer, map_batches(fn).sum(0))
+            return
+        if not self.layers:
+            return
+        # The training-mode pass also moves the moving statistics; all of them are overwritten below.
+        totals = map_batches(self._stats_fns[0]).sum(0)
+        start = 0
+        for layer in self.layers:
+            c = int(layer.moving_mean.shape[0])
+            self._assign(layer, totals[start:start + 2 * c + 1])
+            start += 2 * c + 1
+
+    @staticmethod
+    def _assign(layer, totals: np.ndarray) -> None:
+        """Sets a layer's moving mean/variance from [sums (C), sums of squares (C), count]."""
+        c = (totals.shape[0] - 1) // 2
+        n = totals[-1]
+        mean = totals[:c] / n
+        var = np.maximum(totals[c:2 * c] / n - mean ** 2, 0.0)
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(var.astype(np.float32))
