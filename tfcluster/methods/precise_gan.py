@@ -164,7 +164,7 @@ def _noise_preset(count: int):
         return dataclasses.replace(cpu_preset(info), noise_dim=count)
 
     preset.__doc__ = (f"Section IV-B's synthetic experiment with {count} noise variable(s) "
-                      "(the cpu preset with noise_dim={count}).")
+                      f"(the cpu preset with noise_dim={count}).")
     return preset
 
 
