@@ -43,6 +43,7 @@ def test_kmeans_train_evaluate_predict(tiny_npz, tmp_path):
     saved = json.load(open(os.path.join(workdir, "metrics.json")))
     for key in ("acc", "nmi", "ari", "num_samples", "method", "dataset", "seed", "wall_seconds"):
         assert key in saved
+    assert saved["label_uniformity_index"] == 1.0  # 20 images of each of the 3 classes
     config = json.load(open(os.path.join(workdir, "config.json")))
     assert config["method"] == "kmeans" and config["config"]["n_init"] == 10
     export = os.path.join(workdir, "export")

@@ -3,7 +3,8 @@
 This is the library entry point the binaries call; it takes a typed
 `RunOptions` and reads no flags. It writes into the work directory:
   config.json     the resolved configuration (method config, preset, seed, ...)
-  metrics.json    acc, nmi, ari, num_samples, method, dataset, seed, wall_seconds, ...
+  metrics.json    acc, nmi, ari, num_samples, method, dataset, seed, wall_seconds,
+                  label_uniformity_index (labelled data), ...
   checkpoints/    for resuming (re-run with the same work directory)
   tensorboard/    scalars and the cluster gallery
   export/<n>/     the SavedModel
@@ -25,6 +26,7 @@ from tfcluster import methods
 from tfcluster.data import sources
 from tfcluster.data.preprocess import Preprocessor
 from tfcluster.errors import InputError
+from tfcluster.evaluation import metrics
 from tfcluster.export import saved_model
 from tfcluster.training.loop import Trainer
 from tfcluster.training.strategy import make_strategy
@@ -154,6 +156,9 @@ def train(options: RunOptions, log=print, source: sources.Source | None = None) 
         "train_steps_per_second": round(result.train_steps_per_second, 2),
         "resumed_from": result.resumed_from,
     }
+    if source.has_labels and source.info.num_classes >= 2:
+        # The data's class balance (precise-feature paper, eq. 9): 1 = uniform; for class_reduced variants.
+        out["label_uniformity_index"] = round(metrics.uniformity_index(source.y, source.info.num_classes), 4)
     if options.export:
         raw_dtype = tf.uint8 if source.info.modality == "image" else tf.float32
         out["export"] = saved_model.export(
