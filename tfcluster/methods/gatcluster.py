@@ -162,8 +162,9 @@ def cpu_preset(info) -> GATClusterConfig:
     BatchNorm recalibrated on each round's clean images before its targets
     (`target_bn`; with a short budget the moving statistics of augmented
     batches make some rounds' inference-mode targets collapse), in one
-    training-mode pass (`calibration_mode`; the layer-by-layer calibration
-    cost about 6 s of a 16 s round on 2 cores, one pass about 1.5 s),
+    training-mode pass (`calibration_mode`; step 1 took 5.5-6 s of a round
+    with the layer-by-layer calibration on 2 cores, 2-3.5 s with one pass,
+    against 8-16 s for step 2: docs/RESULTS.md),
     M = 1000 with m1 = 500, a budget of ~160,000 step-2 images: 4 passes per
     large batch instead of 8 on small data (the targets are refreshed twice as
     often per image seen), fewer on large data so that one epoch fits the
