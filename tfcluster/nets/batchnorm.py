@@ -52,15 +52,16 @@ class BatchNormCalibrator:
             raise ValueError(f"BatchNorm calibration mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.layers = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+        # (stats fn, the layers whose statistics it returns), computed and assigned in this order.
         if mode == "layerwise":
-            self._stats_fns = [self._make_stats_fn(keras.Model(model.inputs, [layer.input]), training=False)
-                               for layer in self.layers]
+            self._groups = [(self._make_stats_fn(keras.Model(model.inputs, [layer.input]), training=False), [layer])
+                            for layer in self.layers]
         else:
             dropout = [l.name for l in model.layers if isinstance(l, keras.layers.Dropout)]
             if dropout:
                 raise ValueError(f"one_pass BatchNorm calibration needs a model without Dropout; found {dropout}")
             probe = keras.Model(model.inputs, [layer.input for layer in self.layers]) if self.layers else None
-            self._stats_fns = [self._make_stats_fn(probe, training=True)] if probe is not None else []
+            self._groups = [(self._make_stats_fn(probe, training=True), self.layers)] if self.layers else []
 
     @staticmethod
     def _make_stats_fn(probe, training: bool):
@@ -81,19 +82,14 @@ class BatchNormCalibrator:
         return stats
 
     def __call__(self, map_batches: Callable[[Callable], np.ndarray]) -> None:
-        if self.mode == "layerwise":
-            for layer, fn in zip(self.layers, self._stats_fns):
-                self._assign(layer, map_batches(fn).sum(0))
-            return
-        if not self.layers:
-            return
-        # The training-mode pass also moves the moving statistics; all of them are overwritten below.
-        totals = map_batches(self._stats_fns[0]).sum(0)
-        start = 0
-        for layer in self.layers:
-            c = int(layer.moving_mean.shape[0])
-            self._assign(layer, totals[start:start + 2 * c + 1])
-            start += 2 * c + 1
+        # A one_pass training-mode pass also moves the moving statistics; all of them are overwritten here.
+        for fn, layers in self._groups:
+            totals = map_batches(fn).sum(0)
+            start = 0
+            for layer in layers:
+                c = int(layer.moving_mean.shape[0])
+                self._assign(layer, totals[start:start + 2 * c + 1])
+                start += 2 * c + 1
 
     @staticmethod
     def _assign(layer, totals: np.ndarray) -> None:
