@@ -2,13 +2,16 @@
 
 import tensorflow as tf
 
+from tfcluster.training.loop import distribute_batches
+
 
 def global_step(strategy, method, batch) -> dict:
-    """Runs `method.train_step` once on the global batch `batch` (dict of arrays) split by `strategy`.
+    """Runs `method.train_step` once on the global batch `batch` (dict of arrays) split by `strategy`
+    as the loop splits it (`distribute_batches`).
 
     Returns the step's logs, each summed over replicas (as the loop reduces them), as floats.
     """
-    dist = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))
+    dist = distribute_batches(strategy, tf.data.Dataset.from_tensors(batch))
 
     @tf.function
     def step(b):

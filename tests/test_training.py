@@ -163,3 +163,31 @@ def test_saved_model_cli_reads_the_signature(trained):
 def test_not_a_saved_model_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="not a SavedModel"):
         ExportedModel(str(tmp_path))
+
+
+def test_distribute_batches_splits_rows_as_experimental_distribute_dataset():
+    """The loop's batch splitting (replica r: rows [r B/R, (r+1) B/R)) matches TF's dataset distribution."""
+    from tfcluster.training.loop import distribute_batches
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    batches = {"image": np.arange(2 * 6 * 3, dtype=np.float32).reshape(2, 6, 3),
+               "index": np.arange(12, dtype=np.int64).reshape(2, 6)}
+    ds = tf.data.Dataset.from_tensor_slices(batches)
+    ours = list(distribute_batches(strategy, ds))
+    theirs = list(strategy.experimental_distribute_dataset(ds))
+    assert len(ours) == len(theirs) == 2
+    for b, (mine, ref) in enumerate(zip(ours, theirs)):
+        for key in batches:
+            got = [t.numpy() for t in strategy.experimental_local_results(mine[key])]
+            want = [t.numpy() for t in strategy.experimental_local_results(ref[key])]
+            assert len(got) == 2
+            for r in range(2):
+                np.testing.assert_array_equal(got[r], batches[key][b][3 * r:3 * (r + 1)])
+                np.testing.assert_array_equal(got[r], want[r])
+        assert "CPU:1" in strategy.experimental_local_results(mine["image"])[1].device
+    one = tf.distribute.MirroredStrategy(["/cpu:0"])
+    (first, *_) = distribute_batches(one, ds)
+    np.testing.assert_array_equal(first["index"].numpy(), batches["index"][0])
+    odd = tf.data.Dataset.from_tensors({"image": np.zeros([5, 2], np.float32)})
+    with pytest.raises(InputError, match="5 rows cannot be split evenly over 2 replicas"):
+        list(distribute_batches(strategy, odd))

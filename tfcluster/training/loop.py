@@ -33,6 +33,40 @@ from tfcluster.methods.base import Method
 from tfcluster.training import summaries
 
 
+def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
+    """Yields the global batches of `dataset` as the inputs of `strategy.run`.
+
+    Replica r of R takes rows [r B/R, (r+1) B/R) of every tensor of a global
+    batch of B rows (B must be divisible by R), as
+    `strategy.experimental_distribute_dataset` splits it. With one replica the
+    batch is passed as it is.
+
+    Not `experimental_distribute_dataset` itself: its per-device iterator
+    (tf.data's MultiDeviceIterator) runs an autotuning thread, and dropping the
+    iterator at the end of an epoch waits until that thread wakes up, which is
+    up to a minute later (TF 2.21; 5-100 s of idle cores per epoch measured on
+    2 CPUs, see docs/RESULTS.md). Here the slices are cut on the host and copied
+    to each replica's device when a step needs them.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        yield from dataset
+        return
+    devices = strategy.extended.worker_devices
+    for batch in dataset:
+        size = int(tf.nest.flatten(batch)[0].shape[0])
+        if size % replicas:
+            raise InputError(f"a global batch of {size} rows cannot be split evenly over {replicas} replicas")
+        per = size // replicas
+
+        def value_fn(context, batch=batch):
+            r = context.replica_id_in_sync_group
+            with tf.device(devices[r]):
+                return tf.nest.map_structure(lambda t: tf.identity(t[r * per:(r + 1) * per]), batch)
+
+        yield strategy.experimental_distribute_values_from_function(value_fn)
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What a run produced: final metrics and timing."""
@@ -213,7 +247,7 @@ class Trainer:
             for begin, make_dataset, steps in parts:
                 if begin is not None:
                     summaries.write_logs(self.writer, begin(), int(self.step.numpy()))
-                for batch in self.strategy.experimental_distribute_dataset(make_dataset()):
+                for batch in distribute_batches(self.strategy, make_dataset()):
                     out = self._train_step(step_fn, batch, epoch)
                     done += 1
                     bar.update(done, [(k.split("/")[-1], v) for k, v in out.items()])
