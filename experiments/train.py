@@ -12,11 +12,13 @@ import os
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("method", "dac", "dac | kmeans (dccm, gatcluster, precise_gan, dbc: planned)")
+flags.DEFINE_string("method", "dac", "dac | dccm | gatcluster | precise_gan | dbc | fcae_kms | kmeans")
 flags.DEFINE_string("dataset", "mnist5k", "dataset spec: mnist5k, digits, fashion_mnist, mnist, cifar10, "
-                    "cifar100_20, stl10, artifact_mnist, gaussians8, npz:PATH, folder:PATH (options after ?)")
+                    "cifar100_20, stl10, artifact_mnist, colored_mnist, class_reduced, gaussians8, npz:PATH, "
+                    "folder:PATH (options after ?)")
 flags.DEFINE_string("workdir", "runs/default", "output directory (re-use it to resume)")
-flags.DEFINE_string("preset", "cpu", "config preset: paper | cpu")
+flags.DEFINE_string("preset", "cpu", "config preset: paper | cpu, or a method's own (dccm: m1-m4; gatcluster: color, no_ti, no_sm, "
+                  "no_am; precise_gan: noise0, noise1, noise2, noise3, noise4, noise8)")
 flags.DEFINE_integer("num_clusters", 0, "number of clusters K (0: the dataset's number of classes)")
 flags.DEFINE_integer("seed", 0, "random seed")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_worker"], "tf.distribute strategy")
