@@ -43,10 +43,10 @@ def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Datase
 
     Not `experimental_distribute_dataset` itself: its per-device iterator
     (tf.data's MultiDeviceIterator) runs an autotuning thread, and dropping the
-    iterator at the end of an epoch waits until that thread wakes up, which is
-    up to a minute later (TF 2.21; 5-100 s of idle cores per epoch measured on
-    2 CPUs, see docs/RESULTS.md). Here the slices are cut on the host and copied
-    to each replica's device when a step needs them.
+    iterator at the end of an epoch waits, with the cores idle, until that
+    thread wakes up (TF 2.21: 5-100 s per epoch measured on 2 CPUs, longer
+    after longer epochs; docs/RESULTS.md). Here the slices are cut on the host
+    and copied to each replica's device when a step needs them.
     """
     replicas = strategy.num_replicas_in_sync
     if replicas == 1:
