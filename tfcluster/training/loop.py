@@ -39,7 +39,8 @@ def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Datase
     Replica r of R takes rows [r B/R, (r+1) B/R) of every tensor of a global
     batch of B rows (B must be divisible by R), as
     `strategy.experimental_distribute_dataset` splits it. With one replica the
-    batch is passed as it is.
+    batch is passed as it is. With several workers, each reads the same global
+    batches (the pipelines are seeded) and passes its own replicas' rows.
 
     Not `experimental_distribute_dataset` itself: its per-device iterator
     (tf.data's MultiDeviceIterator) runs an autotuning thread, and dropping the
@@ -52,7 +53,7 @@ def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Datase
     if replicas == 1:
         yield from dataset
         return
-    devices = strategy.extended.worker_devices
+    devices = strategy.extended.worker_devices  # this worker's; replica ids count over all workers
     for batch in dataset:
         size = int(tf.nest.flatten(batch)[0].shape[0])
         if size % replicas:
@@ -61,7 +62,7 @@ def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Datase
 
         def value_fn(context, batch=batch):
             r = context.replica_id_in_sync_group
-            with tf.device(devices[r]):
+            with tf.device(devices[r % len(devices)]):
                 return tf.nest.map_structure(lambda t: tf.identity(t[r * per:(r + 1) * per]), batch)
 
         yield strategy.experimental_distribute_values_from_function(value_fn)
