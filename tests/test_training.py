@@ -13,7 +13,7 @@ from tfcluster.data import sources
 from tfcluster.errors import InputError, NonFiniteLossError
 from tfcluster.export import ExportedModel
 from tfcluster.methods.dac import DAC
-from tfcluster.training.loop import Trainer
+from tfcluster.training.loop import Trainer, distribute_batches
 
 TINY = ("width=0.125", "batch_size=64", "bn_momentum=0.9", "eval_every=1", "augment.rotation=0",
         "augment.shift=0", "augment.scale=1,1")
@@ -167,8 +167,6 @@ def test_not_a_saved_model_is_a_clear_error(tmp_path):
 
 def test_distribute_batches_splits_rows_as_experimental_distribute_dataset():
     """The loop's batch splitting (replica r: rows [r B/R, (r+1) B/R)) matches TF's dataset distribution."""
-    from tfcluster.training.loop import distribute_batches
-
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     batches = {"image": np.arange(2 * 6 * 3, dtype=np.float32).reshape(2, 6, 3),
                "index": np.arange(12, dtype=np.int64).reshape(2, 6)}
