@@ -264,7 +264,7 @@ def test_gaussians8_run_separates_the_blobs_and_generates(tmp_path):
 
     The cpu preset for vectors (6,000 iterations, lambda = 10) ended at ACC 1.0 in four of five
     seeds and 0.96 in the fifth on `gaussians8` (docs/RESULTS.md); chance is about 0.14. With the
-    paper's lambda = 100 the same budget merged neighbouring blobs (ACC 0.5-0.88).
+    paper's lambda = 100 and 3,000 iterations, runs merged neighbouring blobs (ACC 0.5-0.88).
     """
     out = run.train(run.RunOptions(method="precise_gan", dataset="gaussians8?n=4000", preset="cpu",
                                    workdir=str(tmp_path / "g8"), progress=False), log=lambda s: None)

@@ -129,13 +129,14 @@ ETA_STAIRS = 30
 
 
 def cpu_preset(info) -> PreciseGANConfig:
-    """Small CPU preset: MNIST-5k in about 15 minutes on 2 cores.
+    """Small CPU preset: MNIST-5k in about 3 minutes on 2 cores (175-190 s, docs/RESULTS.md).
 
     Command: python experiments/train.py --method=precise_gan --preset=cpu --dataset=mnist5k
     Changes from `paper` and why:
       - images: DIM 16 instead of 64 (about 16x less compute in the middle
         layers) and 32 noise dims; N = 900 generator iterations instead of
-        900,000 (0.7-1.1 s each on 2 idle cores), so tau = N / 30 keeps the
+        900,000 (about 0.2 s each on 2 idle cores; 3,000 did not raise ACC
+        on MNIST-5k), so tau = N / 30 keeps the
         paper's 30 stairs of eta (ends at eta0 1.2^29, as the paper's run
         does), as the paper itself shortens tau in proportion for ORL; G's
         output starts at the mean pixel (`generator_output_bias=data_mean`):
@@ -147,9 +148,9 @@ def cpu_preset(info) -> PreciseGANConfig:
         width 128 instead of 512 and n = 64 instead of 256 (0.23 s per
         generator iteration at 512 / 256, 0.02 s at 128 / 64), and the
         public code's gradient-penalty weight lambda = 10 instead of the
-        paper's 100: at 3,000 iterations, 5 seeds ended at median ACC 0.75
+        paper's 100: at 3,000 iterations, 3 seeds ended at median ACC 0.75
         with lambda = 100 (blobs merged, generated points far from the blobs)
-        and 1.0 with lambda = 10 (min 0.88); at 6,000 iterations with
+        and 5 seeds at median 1.0 with lambda = 10 (min 0.88); at 6,000 iterations with
         lambda = 10: 1.0 in four seeds of five, 0.96 in the fifth
         (docs/RESULTS.md).
     Images keep lambda = 100; N_critic 5, N_class 4, Adam(1e-4, 0.5, 0.9).
