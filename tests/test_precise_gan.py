@@ -254,8 +254,11 @@ def test_presets_follow_algorithm1():
     cpu = cpu_preset(info)
     # The cpu preset keeps the paper's 30 stairs of eta over its shorter run, and lambda = 100 for images.
     assert cpu.generator_iterations // cpu.eta_tau == 30 and cpu.gp_weight == 100.0
+    # Images take a 10x larger Adam step (the generator learns digits in its 3,000 iterations); betas kept.
+    assert (cpu.learning_rate, cpu.beta_1, cpu.beta_2) == (1e-3, 0.5, 0.9)
     vectors = cpu_preset(sources.load("gaussians8?n=200").info)
     assert vectors.generator_iterations // vectors.eta_tau == 30 and vectors.gp_weight == 10.0
+    assert (vectors.learning_rate, vectors.beta_1, vectors.beta_2) == (1e-4, 0.5, 0.9)
 
 
 # -- runs and export -----------------------------------------------------------------------------------
