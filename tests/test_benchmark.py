@@ -29,3 +29,19 @@ def test_merge_replaces_rows_by_name_and_keeps_the_others():
     old = [{"name": "a", "acc": 0.1}, {"name": "b", "acc": 0.2}]
     merged = benchmark.merge_rows(old, [{"name": "b", "acc": 0.3}, {"name": "c", "acc": 0.4}])
     assert merged == [{"name": "a", "acc": 0.1}, {"name": "b", "acc": 0.3}, {"name": "c", "acc": 0.4}]
+
+
+def test_overrides_name_their_own_rows_and_table_group():
+    plain = benchmark.run_name("dac", "mnist5k", "cpu", 0)
+    assert plain == "dac-mnist5k-cpu-seed0"
+    changed = benchmark.run_name("dac", "mnist5k", "cpu", 0, ["epochs=3", "lr=1e-3"])
+    assert changed == "dac-mnist5k-cpu-epochs=3,lr=1e-3-seed0"
+    # A run with overrides must not replace the plain run's row when merged.
+    merged = benchmark.merge_rows([{"name": plain, "acc": 0.1}], [{"name": changed, "acc": 0.2}])
+    assert [r["acc"] for r in merged] == [0.1, 0.2]
+    rows = [{"method": "m", "dataset": "d", "preset": "cpu", "overrides": o, "acc": a, "nmi": 0.5, "ari": 0.1,
+             "wall_seconds": 10.0, "train_images_per_second": 5.0} for o, a in (([], 0.2), (["x=1"], 0.9))]
+    lines = benchmark.table(rows).splitlines()[2:]
+    assert len(lines) == 2
+    assert "| m | d | cpu | 1 | 0.200 / 0.200 / 0.200 |" in lines[0]
+    assert "| m | d | cpu; x=1 | 1 | 0.900 / 0.900 / 0.900 |" in lines[1]

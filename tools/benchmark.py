@@ -3,7 +3,8 @@ r"""Benchmark: methods x datasets x seeds within a time budget -> docs/RESULTS.m
   python tools/benchmark.py --methods=dac,kmeans --datasets=mnist5k,fashion_mnist --seeds=0,1,2 \
       --preset=cpu --budget_minutes=120
 
-Each run goes to WORKROOT/<method>-<dataset>-<preset>-seed<k>-<config digest>/ (re-running resumes
+Each run goes to WORKROOT/<run name>-<config digest>/, where the run name is
+<method>-<dataset>-<preset>[-<overrides>]-seed<k> (re-running resumes
 an unfinished run); a run already in --json with the same resolved config is not
 run again, one measured with another config is replaced. The table (ACC/NMI/ARI min/median/max over seeds,
 median wall time and training images/second) replaces the block between the
@@ -51,10 +52,23 @@ def _steps_per_second(rows) -> str:
     return f"{np.median(v):.2f}" if v else "n/a"
 
 
+def run_name(method: str, dataset: str, preset: str, seed, overrides=()) -> str:
+    """A row's name: one per (method, dataset, preset, overrides, seed); overrides in the order given."""
+    name = f"{method}-{dataset.replace(':', '_').replace('/', '_')}-{preset}"
+    if overrides:
+        name += "-" + ",".join(str(o).replace("/", "_") for o in overrides)
+    return f"{name}-seed{seed}"
+
+
+def _preset_label(row) -> str:
+    """The table's preset column: the preset, then any overrides (`cpu; lr=1e-3`)."""
+    return "; ".join([row["preset"], *row.get("overrides", [])])
+
+
 def table(rows) -> str:
     groups = {}
     for r in rows:
-        groups.setdefault((r["method"], r["dataset"], r["preset"]), []).append(r)
+        groups.setdefault((r["method"], r["dataset"], _preset_label(r)), []).append(r)
     lines = ["| method | dataset | preset | seeds | ACC min/med/max | NMI min/med/max | ARI min/med/max | "
              "wall s (median) | train img/s (median) | steps/s (median) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (method, dataset, preset), rs in sorted(groups.items()):
@@ -117,7 +131,7 @@ def main(argv):
         for method in FLAGS.methods:
             digest = config_digest(method, dataset, FLAGS.preset, FLAGS.set)
             for seed in FLAGS.seeds:
-                name = f"{method}-{dataset.replace(':', '_').replace('/', '_')}-{FLAGS.preset}-seed{seed}"
+                name = run_name(method, dataset, FLAGS.preset, seed, FLAGS.set)
                 old = [r for r in rows if r["name"] == name]
                 if old and all(r.get("config_digest") == digest for r in old):
                     continue  # measured with this very config
