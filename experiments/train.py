@@ -48,7 +48,7 @@ def main(argv):
         raise SystemExit(f"error: {e}") from e
     print(json.dumps({k: metrics[k] for k in ("acc", "nmi", "ari", "num_samples", "method", "dataset", "seed",
                                               "wall_seconds")}, indent=2))
-    print(f"exported SavedModel: {metrics['export']}\nmetrics: {os.path.join(options.workdir, 'metrics.json')}")
+    print(f"exported SavedModel: {metrics['export']}\nmetrics: {os.path.join(metrics['workdir'], 'metrics.json')}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -73,6 +74,69 @@ def test_dac_binary_on_two_replicas(tiny_npz, tmp_path):
     assert config["replicas"] == 2 and config["config"]["epochs"] == 1
     assert os.path.exists(os.path.join(workdir, "export", "1", "saved_model.pb"))
     assert os.path.exists(os.path.join(workdir, "circle_map.png"))
+
+
+def _free_ports(count):
+    socks = [socket.socket() for _ in range(count)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _run_workers(args, ports, timeout=600):
+    """Runs train.py as every worker of a localhost cluster (one process each, one CPU replica each)."""
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments", "train.py"), *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**ENV, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                                   "task": {"type": "worker", "index": i}})})
+             for i in range(len(ports))]
+    outs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=timeout)
+            outs.append((p.returncode, out, err))
+    finally:
+        for p in procs:
+            p.kill()
+    for code, out, err in outs:
+        assert code == 0, f"a worker failed:\n{out[-3000:]}\n{err[-3000:]}"
+    return outs
+
+
+def test_dac_binary_on_two_workers_equals_two_replicas(tiny_npz, tmp_path):
+    """--strategy=multi_worker: two worker processes (one replica each) train what one process
+    with two replicas trains; the chief writes the work directory, the other worker its own
+    subdirectory, and a second start resumes both from the chief's checkpoint."""
+    path, _, _ = tiny_npz
+    common = ["--method=dac", f"--dataset=npz:{path}", "--set=epochs=2", "--set=width=0.125", "--set=batch_size=16",
+              "--progress=false", "--circle_plot=false"]
+    reference = str(tmp_path / "mirrored")
+    _run("train.py", *common, f"--workdir={reference}", "--cpu_replicas=2")
+    workdir = str(tmp_path / "workers")
+    args = [*common, f"--workdir={workdir}", "--strategy=multi_worker"]
+    _run_workers(args, _free_ports(2))
+    other = os.path.join(workdir, "workers", "worker_1")
+    for d in (workdir, other):
+        config = json.load(open(os.path.join(d, "config.json")))
+        assert config["strategy"] == "multi_worker" and config["replicas"] == 2
+        assert os.path.exists(os.path.join(d, "export", "1", "saved_model.pb")), d
+    # One writer per directory: the chief's holds nothing but its own files and the workers' subdirectory.
+    assert sorted(os.listdir(os.path.join(workdir, "workers"))) == ["worker_1"]
+    expected = np.load(os.path.join(reference, "probabilities.npy"))
+    for d in (workdir, other):
+        np.testing.assert_allclose(np.load(os.path.join(d, "probabilities.npy")), expected, atol=1e-4)
+    steps = json.load(open(os.path.join(workdir, "metrics.json")))["steps"]
+    assert steps == json.load(open(os.path.join(reference, "metrics.json")))["steps"] > 0
+    # Restarted, every worker resumes from the chief's last checkpoint and has nothing left to train.
+    _run_workers(args, _free_ports(2))
+    chief_checkpoints = os.path.join(workdir, "checkpoints")
+    for d in (workdir, other):
+        metrics = json.load(open(os.path.join(d, "metrics.json")))
+        assert os.path.dirname(metrics["resumed_from"]) == chief_checkpoints and metrics["steps"] == steps, d
 
 
 @pytest.mark.parametrize("args,message", [

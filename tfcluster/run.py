@@ -29,7 +29,7 @@ from tfcluster.errors import InputError
 from tfcluster.evaluation import metrics
 from tfcluster.export import saved_model
 from tfcluster.training.loop import Trainer
-from tfcluster.training.strategy import make_strategy
+from tfcluster.training.strategy import make_strategy, worker_workdir
 
 
 @dataclasses.dataclass
@@ -86,13 +86,14 @@ def set_seeds(seed: int, deterministic: bool) -> None:
 def build(options: RunOptions, source: sources.Source | None = None):
     """Loads data and builds the method. Returns (method, source, preprocessor, resolved config dict)."""
     method_cls = methods.get(options.method)
+    # First: a multi-worker strategy configures collective ops, which must precede other TensorFlow work.
+    strategy = make_strategy(options.strategy)
     source = source or sources.load(options.dataset)
     k = resolve_num_clusters(options.num_clusters, source)
     cfg = config_lib.override(method_cls.preset(options.preset, source.info), options.overrides)
     if cfg.batch_size > len(source):
         raise InputError(f"batch_size={cfg.batch_size} is larger than the data ({len(source)} samples)")
     set_seeds(options.seed, options.deterministic)
-    strategy = make_strategy(options.strategy)
     modality = source.info.modality
     grayscale = bool(cfg.augment.grayscale) and modality == "image"
     preprocessor = Preprocessor.fit(source.x, grayscale=grayscale, modality=modality)
@@ -136,15 +137,18 @@ def train(options: RunOptions, log=print, source: sources.Source | None = None) 
     """Runs training, evaluation and export. Returns the metrics dict (also in metrics.json)."""
     t0 = time.perf_counter()
     method, source, preprocessor, resolved = build(options, source)
-    os.makedirs(options.workdir, exist_ok=True)
     _check_resume(options.workdir, resolved)
-    config_lib.write_json(os.path.join(options.workdir, "config.json"), resolved)
+    # The chief writes to options.workdir; other workers of a multi-worker run to their own subdirectory.
+    workdir = worker_workdir(options.workdir, method.strategy)
+    os.makedirs(workdir, exist_ok=True)
+    config_lib.write_json(os.path.join(workdir, "config.json"), resolved)
     if source.info.skipped:
         log(f"skipped {source.info.skipped} unreadable image file(s) in {options.dataset}")
     log(f"{options.method} on {options.dataset}: {len(source)} samples, K={method.num_clusters}, "
         f"{resolved['replicas']} replica(s), preset {options.preset}")
-    trainer = Trainer(method, source, preprocessor, options.workdir, seed=options.seed, progress=options.progress,
-                      log=log)
+    restore_dir = None if workdir == options.workdir else os.path.join(options.workdir, "checkpoints")
+    trainer = Trainer(method, source, preprocessor, workdir, seed=options.seed, progress=options.progress,
+                      log=log, restore_dir=restore_dir)
     result = trainer.run()
     out = {
         "method": options.method, "dataset": options.dataset, "preset": options.preset, "seed": options.seed,
@@ -154,7 +158,7 @@ def train(options: RunOptions, log=print, source: sources.Source | None = None) 
         "epochs_run": result.epochs_run, "steps": result.steps, "train_seconds": round(result.train_seconds, 3),
         "train_images_per_second": round(result.train_images_per_second, 1),
         "train_steps_per_second": round(result.train_steps_per_second, 2),
-        "resumed_from": result.resumed_from,
+        "resumed_from": result.resumed_from, "workdir": workdir,
     }
     if source.has_labels and source.info.num_classes >= 2:
         # The data's class balance (precise-feature paper, eq. 9): 1 = uniform; for class_reduced variants.
@@ -162,17 +166,17 @@ def train(options: RunOptions, log=print, source: sources.Source | None = None) 
     if options.export:
         raw_dtype = tf.uint8 if source.info.modality == "image" else tf.float32
         out["export"] = saved_model.export(
-            method, preprocessor, source.info.image_shape, os.path.join(options.workdir, "export"),
+            method, preprocessor, source.info.image_shape, os.path.join(workdir, "export"),
             meta={k: resolved[k] for k in ("method", "dataset", "preset", "num_clusters", "seed")}
             | {"class_names": list(source.info.class_names)}, raw_dtype=raw_dtype)
-    np.save(os.path.join(options.workdir, "probabilities.npy"), result.probabilities)
+    np.save(os.path.join(workdir, "probabilities.npy"), result.probabilities)
     if options.circle_plot:
         from tfcluster import visualize
 
         out["circle_plot"] = visualize.plot_circle(
             result.probabilities, source.y if source.has_labels else None,
-            os.path.join(options.workdir, "circle_map.png"),
+            os.path.join(workdir, "circle_map.png"),
             title=f"{options.method} on {options.dataset}: label features (DAC supp. eq. 1)")
     out["wall_seconds"] = round(time.perf_counter() - t0, 3)
-    config_lib.write_json(os.path.join(options.workdir, "metrics.json"), out)
+    config_lib.write_json(os.path.join(workdir, "metrics.json"), out)
     return out

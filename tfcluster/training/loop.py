@@ -93,10 +93,13 @@ class Trainer:
       seed: seeds the pipeline's shuffling and augmentation.
       progress: show a progress bar.
       log: function taking a string, for one-line epoch reports.
+      restore_dir: the checkpoint directory to resume from; None: workdir/checkpoints.
+        (A multi-worker run's non-chief workers write their own copies but resume
+        from the chief's: `training.strategy.worker_workdir`.)
     """
 
     def __init__(self, method: Method, source: Source, preprocessor: Preprocessor, workdir: str, seed: int = 0,
-                 progress: bool = True, log: Callable[[str], None] = print):
+                 progress: bool = True, log: Callable[[str], None] = print, restore_dir: str | None = None):
         self.method = method
         self.source = source
         self.preprocessor = preprocessor
@@ -112,13 +115,14 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, step=self.step, **method.checkpoint_objects())
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(workdir, "checkpoints"),
                                                   max_to_keep=cfg.max_checkpoints)
+        self.restore_dir = restore_dir
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
         self._predict_fn = tf.function(method.predict, reduce_retracing=True)
         self._dist_steps = {}
 
     # -- checkpoints ---------------------------------------------------------------
     def restore(self) -> str | None:
-        latest = self.manager.latest_checkpoint
+        latest = tf.train.latest_checkpoint(self.restore_dir) if self.restore_dir else self.manager.latest_checkpoint
         if latest is None:
             return None
         try:

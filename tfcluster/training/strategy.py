@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import tensorflow as tf
 
@@ -47,3 +48,33 @@ def make_strategy(name: str = "mirrored") -> tf.distribute.Strategy:
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise InputError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+
+
+def worker_role(strategy: tf.distribute.Strategy) -> tuple[str, int, bool]:
+    """(task type, task id, is chief) of this process in `strategy`'s cluster.
+
+    Single-process strategies (and a multi-worker strategy without a cluster in
+    TF_CONFIG) are ("chief", 0, True). In a cluster without a "chief" task,
+    worker 0 is the chief, as in TensorFlow's multi-worker convention.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not spec:
+        return "chief", 0, True
+    task_type, task_id = str(resolver.task_type), int(resolver.task_id or 0)
+    is_chief = task_type == "chief" or ("chief" not in spec and task_type == "worker" and task_id == 0)
+    return task_type, task_id, is_chief
+
+
+def worker_workdir(workdir: str, strategy: tf.distribute.Strategy) -> str:
+    """The directory this process writes to: `workdir` itself for the chief.
+
+    Every worker of a multi-worker run must save checkpoints and SavedModels
+    (saving distributed variables takes part in collective ops), but a shared
+    work directory must have one writer: the other workers write to
+    workdir/workers/<task type>_<task id>/. All of them resume from the chief's
+    checkpoints (`workdir/checkpoints`), so resuming needs a work directory
+    the workers share, as TensorFlow's multi-worker training does.
+    """
+    task_type, task_id, is_chief = worker_role(strategy)
+    return workdir if is_chief else os.path.join(workdir, "workers", f"{task_type}_{task_id}")
