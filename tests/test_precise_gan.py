@@ -297,9 +297,10 @@ def test_short_mnist_run_beats_chance_and_exports_generate(tmp_path):
                                    workdir=str(tmp_path / "m"), progress=False,
                                    overrides=("generator_iterations=300", "eval_every_iterations=150")),
                     source=full, log=lambda s: None)
-    # Chance: ACC about 0.11, NMI about 0.003. Development runs of this preset: ACC 0.29-0.32, NMI 0.18-0.24
-    # after 216-324 iterations (the cpu preset's full 900 iterations: the benchmark in docs/RESULTS.md).
-    assert out["acc"] > 0.2 and out["nmi"] > 0.1, out
+    # Chance: ACC about 0.11, NMI about 0.003. A development run of this preset and these 300 iterations
+    # (seed 0, session 8) ended at ACC 0.387, NMI 0.299 (0.311 / 0.243 after 150); the preset at the
+    # paper's Adam step 1e-4 got 0.29-0.32 after 216-324. The full 3,000: the benchmark in docs/RESULTS.md.
+    assert out["acc"] > 0.25 and out["nmi"] > 0.15, out
     model = ExportedModel(out["export"])
     res = model._loaded.signatures["generate"](cluster=tf.constant([0, 9], tf.int64))
     assert tuple(res["images"].shape) == (2, 28, 28, 1) and res["pixels"].dtype == tf.uint8
