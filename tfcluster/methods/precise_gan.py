@@ -130,7 +130,7 @@ ETA_STAIRS = 30
 
 
 def cpu_preset(info) -> PreciseGANConfig:
-    """Small CPU preset: MNIST-5k in about 10 minutes on 2 cores (docs/RESULTS.md).
+    """Small CPU preset: MNIST-5k in about 12 minutes on 2 idle cores (741 s, docs/RESULTS.md).
 
     Command: python experiments/train.py --method=precise_gan --preset=cpu --dataset=mnist5k
     Changes from `paper` and why:
@@ -141,7 +141,7 @@ def cpu_preset(info) -> PreciseGANConfig:
         does), as the paper itself shortens tau in proportion for ORL; Adam's
         step 1e-3 instead of 1e-4 (betas kept): at 1e-4 the generator still
         drew checkerboard textures after 900-3,000 iterations (held-out EMD
-        25-28, ACC 0.30-0.31 on MNIST-5k, seed 0), at 1e-3 it drew digits
+        19-29, ACC 0.30-0.33 on MNIST-5k, seed 0), at 1e-3 it drew digits
         (EMD 15 after 900, 7.7 after 3,000) and ACC rose to 0.48; G's
         output starts at the mean pixel (`generator_output_bias=data_mean`):
         with WGAN-GP's zero bias the first few hundred of these few
