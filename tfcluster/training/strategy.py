@@ -54,16 +54,16 @@ def worker_role(strategy: tf.distribute.Strategy) -> tuple[str, int, bool]:
     """(task type, task id, is chief) of this process in `strategy`'s cluster.
 
     Single-process strategies (and a multi-worker strategy without a cluster in
-    TF_CONFIG) are ("chief", 0, True). In a cluster without a "chief" task,
-    worker 0 is the chief, as in TensorFlow's multi-worker convention.
+    TF_CONFIG) are ("chief", 0, True). Otherwise the chief is the process the
+    strategy itself says should write checkpoints (`extended.should_checkpoint`:
+    the "chief" task, or worker 0 in a cluster without one).
     """
     resolver = getattr(strategy, "cluster_resolver", None)
     spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
     if not spec:
         return "chief", 0, True
     task_type, task_id = str(resolver.task_type), int(resolver.task_id or 0)
-    is_chief = task_type == "chief" or ("chief" not in spec and task_type == "worker" and task_id == 0)
-    return task_type, task_id, is_chief
+    return task_type, task_id, bool(strategy.extended.should_checkpoint)
 
 
 def worker_workdir(workdir: str, strategy: tf.distribute.Strategy) -> str:
