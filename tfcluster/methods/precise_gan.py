@@ -130,7 +130,9 @@ ETA_STAIRS = 30
 
 
 def cpu_preset(info) -> PreciseGANConfig:
-    """Small CPU preset: MNIST-5k in about 12 minutes on 2 idle cores (741 s, docs/RESULTS.md).
+    """Small CPU preset: MNIST-5k in 12-16 minutes on 2 idle cores (741 s on one machine,
+    825-934 s for the same-sized Artifact-MNIST on a slower one; Fashion-MNIST 16-18 minutes;
+    docs/RESULTS.md).
 
     Command: python experiments/train.py --method=precise_gan --preset=cpu --dataset=mnist5k
     Changes from `paper` and why:
