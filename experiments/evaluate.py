@@ -15,11 +15,11 @@ flags.DEFINE_enum("nmi_average", "geometric", ["geometric", "arithmetic", "max",
 
 def main(argv):
     del argv
-    from tfcluster import evaluate_export
+    from tfcluster.export import use
     from tfcluster.errors import TfclusterError
 
     try:
-        result = evaluate_export.evaluate(FLAGS.model, FLAGS.dataset, FLAGS.nmi_average)
+        result = use.evaluate(FLAGS.model, FLAGS.dataset, FLAGS.nmi_average)
     except TfclusterError as e:
         raise SystemExit(f"error: {e}") from e
     print(json.dumps(result, indent=2))

@@ -19,11 +19,11 @@ flags.DEFINE_integer("batch_size", 256, "inference batch size")
 
 def main(argv):
     del argv
-    from tfcluster import evaluate_export
+    from tfcluster.export import use
     from tfcluster.errors import TfclusterError
 
     try:
-        path, counts = evaluate_export.predict(FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.copy_images,
+        path, counts = use.predict(FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.copy_images,
                                                FLAGS.batch_size)
     except TfclusterError as e:
         raise SystemExit(f"error: {e}") from e

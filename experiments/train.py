@@ -11,14 +11,15 @@ import os
 
 from absl import app, flags
 
+from tfcluster import methods  # noqa: E402  (the registries name the choices in --help)
+from tfcluster.data import sources  # noqa: E402
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("method", "dac", "dac | dccm | gatcluster | precise_gan | dbc | fcae_kms | kmeans")
-flags.DEFINE_string("dataset", "mnist5k", "dataset spec: mnist5k, digits, fashion_mnist, mnist, cifar10, "
-                    "cifar100_20, stl10, artifact_mnist, colored_mnist, class_reduced, gaussians8, npz:PATH, "
-                    "folder:PATH (options after ?)")
+flags.DEFINE_string("method", "dac", " | ".join(methods.names()))
+flags.DEFINE_string("dataset", "mnist5k", "dataset spec (options after ?): " + ", ".join(sources.names()))
 flags.DEFINE_string("workdir", "runs/default", "output directory (re-use it to resume)")
-flags.DEFINE_string("preset", "cpu", "config preset: paper | cpu, or a method's own (dccm: m1-m4; gatcluster: color, no_ti, no_sm, "
-                  "no_am; precise_gan: noise0, noise1, noise2, noise3, noise4, noise8)")
+flags.DEFINE_string("preset", "cpu", "config preset; per method: "
+                    + "; ".join(f"{m}: {', '.join(methods.presets(m))}" for m in methods.names()))
 flags.DEFINE_integer("num_clusters", 0, "number of clusters K (0: the dataset's number of classes)")
 flags.DEFINE_integer("seed", 0, "random seed")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_worker"], "tf.distribute strategy")

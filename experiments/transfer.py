@@ -21,7 +21,7 @@ flags.DEFINE_integer("max_iter", 200, "MLP training epochs at most (early stoppi
 def main(argv):
     del argv
     from tfcluster.errors import TfclusterError
-    from tfcluster.evaluation import transfer
+    from tfcluster.export import transfer
 
     try:
         result = transfer.transfer(FLAGS.model, transfer.with_split(FLAGS.dataset, "train"),

@@ -6,6 +6,7 @@ from tfcluster.data import augment as A
 from tfcluster.data import pipeline
 from tfcluster.data.preprocess import Preprocessor
 from tfcluster.data.sources import make_source
+from tfcluster.methods.plan import Stage
 
 SEED = tf.constant([3, 7], tf.int64)
 
@@ -20,8 +21,7 @@ OPS = {
     "jitter": lambda x, s: A.color_jitter(x, s, 0.3, 0.3, 0.3, 0.1),
     "grayscale": lambda x, s: A.grayscale(x),
     "augment": lambda x, s: A.augment(x, s, A.AugmentConfig(flip_horizontal=True, rotation=15, shift=0.1,
-                                                             brightness=0.2, saturation=0.4, hue=0.1,
-                                                             grayscale=True)),
+                                                             brightness=0.2, saturation=0.4, hue=0.1)),
 }
 
 
@@ -57,9 +57,11 @@ def test_affine_moves_a_pixel_where_expected():
 
 
 def test_grayscale_comes_after_colour_jitter():
-    cfg = A.AugmentConfig(saturation=0.8, hue=0.2, brightness=0.2, grayscale=True)
+    """Grayscale is a preprocessing setting: the Preprocessor converts the augmented (jittered) view."""
+    cfg = A.AugmentConfig(saturation=0.8, hue=0.2, brightness=0.2)
     x = _rgb(1)
-    out = A.augment(x, SEED, cfg)
+    pre = Preprocessor(np.zeros(1), np.ones(1), grayscale=True)
+    out = pre.finish(A.augment(x, SEED, cfg))
     assert out.shape == (10, 10, 1)
     jitter_seed = A._split(SEED, 3)[2]
     expected = A.grayscale(A.color_jitter(x, jitter_seed, 0.2, 0.0, 0.8, 0.2))
@@ -73,15 +75,20 @@ def test_pipeline_shapes_determinism_and_preprocessing():
     rng = np.random.RandomState(0)
     src = make_source("rgb", rng.randint(0, 255, (50, 8, 8, 3)).astype(np.uint8), np.arange(50) % 5)
     pre = Preprocessor.fit(src.x, grayscale=True)
-    cfg = A.AugmentConfig(flip_horizontal=True, brightness=0.1, grayscale=True)
-    ds = pipeline.train_dataset(src, pre, cfg, 16, seed=1, epoch=2, num_views=2)
+    cfg = A.AugmentConfig(flip_horizontal=True, brightness=0.1)
+
+    def dataset(batch, epoch, seed=1):
+        stage = Stage(step=lambda b: {}, steps=len(src) // batch, batch_size=batch, num_views=2)
+        return pipeline.stage_dataset(src, pre, cfg, stage, seed=seed, epoch=epoch)
+
+    ds = dataset(16, epoch=2)
     batches = list(ds)
     assert len(batches) == 3
     b = batches[0]
     assert b["image"].shape == (16, 8, 8, 1) and b["views"].shape == (16, 2, 8, 8, 1)
-    again = list(pipeline.train_dataset(src, pre, cfg, 16, seed=1, epoch=2, num_views=2))
+    again = list(dataset(16, epoch=2))
     np.testing.assert_array_equal(again[0]["views"].numpy(), b["views"].numpy())
-    other = list(pipeline.train_dataset(src, pre, cfg, 16, seed=1, epoch=3, num_views=2))
+    other = list(dataset(16, epoch=3))
     assert not np.array_equal(other[0]["index"].numpy(), b["index"].numpy())
     # clean images are the preprocessed source images, standardised
     idx = b["index"].numpy()
@@ -89,4 +96,4 @@ def test_pipeline_shapes_determinism_and_preprocessing():
     all_clean = pre(src.x).numpy()
     assert abs(all_clean.mean()) < 1e-3 and abs(all_clean.std() - 1) < 1e-2
     with pytest.raises(ValueError, match="larger than the dataset"):
-        pipeline.train_dataset(src, pre, cfg, 64, seed=1, epoch=0)
+        list(dataset(64, epoch=0))

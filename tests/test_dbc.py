@@ -149,12 +149,12 @@ def _one_step(strategy, batch_np, phase):
     def predict_all(fn=None, **_):
         return (fn or tf.function(method.predict))(images).numpy()
 
+    stages = method.epoch_plan(1 if phase == "cluster" else 0, predict_all).stages
+    assert stages[0].name == phase
     if phase == "cluster":
         method.init_centres(predict_all, seed=0)
-        method.begin_epoch(1, predict_all)
-    else:
-        method.begin_epoch(0, predict_all)
-    logs = global_step(strategy, method, batch_np)
+        stages[0].begin()
+    logs = global_step(strategy, method, batch_np, step=stages[0].step)
     return logs, [w.numpy() for w in method.autoencoder.weights] + [method.centres.numpy()]
 
 
@@ -217,7 +217,7 @@ def test_a_run_killed_in_stage_two_resumes_in_stage_two(tmp_path, mnist_small):
     with pytest.raises(_Interrupt):
         run.train(opts, log=stop_in_stage_two, source=mnist_small)
     method, source, pre, _ = run.build(opts, mnist_small)
-    trainer = Trainer(method, source, pre, str(tmp_path), progress=False, log=lambda m: None)
+    trainer = Trainer(method, source, str(tmp_path), progress=False, log=lambda m: None)
     trainer.restore()
     assert int(trainer.epoch.numpy()) == 3 and bool(method.centres_ready.numpy())
     centres = method.centres.numpy()

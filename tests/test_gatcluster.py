@@ -15,6 +15,7 @@ from tfcluster.errors import InputError
 from tfcluster.export.saved_model import ExportedModel
 from tfcluster.losses import gatcluster as gl
 from tfcluster.methods.gatcluster import GATCluster, GATClusterConfig
+from tfcluster.methods.plan import Stage
 from tfcluster.nets.gatcluster import GaussianAttention, build_gatcluster_net, gaussian_map
 from tfcluster.training.strategy import make_strategy
 
@@ -50,7 +51,7 @@ def test_unreachable_attention_size_is_a_clear_error():
         build_gatcluster_net((128, 128, 1), 3, attention_size=5, width=0.125)
     one = make_strategy("one_device")
     with pytest.raises(InputError, match="28x28, 32x32"):
-        GATCluster(GATClusterConfig(large_batch=10), DatasetInfo("t", 3, (20, 20, 1), num_samples=50), 3, one,
+        GATCluster(GATClusterConfig(large_batch=40), DatasetInfo("t", 3, (20, 20, 1), num_samples=50), 3, one,
                    (20, 20, 1))
     with pytest.raises(InputError, match="larger than the data"):
         GATCluster(GATClusterConfig(large_batch=100), DatasetInfo("t", 3, (28, 28, 1), num_samples=50), 3, one,
@@ -257,7 +258,7 @@ def test_one_pass_calibration_sets_population_statistics_and_refuses_dropout():
         BatchNormCalibrator(model, "fast")
 
 
-def test_round_dataset_transforms_each_sample_once_per_round():
+def test_chunk_stage_transforms_each_sample_once_per_round():
     from tfcluster.data import sources
     from tfcluster.data.augment import AugmentConfig
     from tfcluster.data.preprocess import Preprocessor
@@ -266,10 +267,11 @@ def test_round_dataset_transforms_each_sample_once_per_round():
     src = sources.make_source("t", (rng.rand(40, 8, 8, 1) * 255).astype(np.uint8), rng.randint(0, 2, 40),
                               num_classes=2)
     pre = Preprocessor.fit(src.x)
-    rounds = pipeline.round_order(40, 16, seed=0, epoch=0)
+    rounds = pipeline.chunk_order(40, 16, seed=0, epoch=0)
     assert len(rounds) == 2 and len(set(np.concatenate(rounds))) == 32
-    ds = pipeline.round_dataset(src, rounds[1], pre, AugmentConfig(rotation=30, shift=0.2), 4, seed=0, epoch=0,
-                                round_index=1, repeats=3)
+    stage = Stage(step=lambda b: {}, steps=3 * 4, batch_size=4, indices=rounds[1], repeats=3, num_views=1,
+                  order="chunk", chunk=1)
+    ds = pipeline.stage_dataset(src, pre, AugmentConfig(rotation=30, shift=0.2), stage, seed=0, epoch=0)
     views, positions = {}, []
     for b in ds:
         for pos, v, img in zip(b["index"].numpy(), b["views"].numpy()[:, 0], b["image"].numpy()):

@@ -152,16 +152,15 @@ def _method(strategy, shape=(28, 28, 1), k=3, n=8, **changes):
     cfg = paper_preset(src.info)
     cfg = cfg.__class__(**{**cfg.__dict__, "batch_size": n, "dim": 4, "hidden": 16, "noise_dim": 3,
                            "holdout": 20, **changes})
-    method = PreciseGAN(cfg, src.info, k, strategy, shape)
-    method.seed = 7
-    method.preprocessor = Preprocessor.fit(src.x, modality=src.info.modality)
+    method = PreciseGAN(cfg, src.info, k, strategy, shape, seed=7,
+                        preprocessor=Preprocessor.fit(src.x, modality=src.info.modality))
     keras.utils.set_random_seed(3)
     method.build()
     return method, src
 
 
 def _real_batch(method, src):
-    x = method.preprocessor(src.x[:method.train_batch_size()]).numpy()
+    x = method.preprocessor(src.x[:method.samples_per_iteration()]).numpy()
     return {"image": x, "label": src.y[:len(x)], "index": np.arange(len(x), dtype=np.int64),
             "views": np.zeros((len(x), 0) + x.shape[1:], np.float32)}
 
@@ -323,22 +322,27 @@ def test_short_mnist_run_beats_chance_and_exports_generate(tmp_path):
 
 
 def test_training_pipeline_leaves_out_the_held_out_samples():
-    from tfcluster.training.loop import Trainer
+    from tfcluster.data import pipeline
 
     # 180 training samples, 20 per generator iteration: 9 per pass; an epoch of 3 passes; N = 40.
     method, src = _method(tf.distribute.get_strategy(), n=4, eval_every_iterations=27, generator_iterations=40)
     assert method.passes_per_epoch() == 3 and method.num_epochs() == 2
-    trainer = Trainer(method, src, method.preprocessor, "/tmp/unused-precise-gan", progress=False)
-    (_, make, steps), = trainer._epoch_parts(0)
+
+    def make(epoch):
+        stage = method.epoch_plan(epoch, predict_all=None).stages[0]
+        return stage.steps, pipeline.stage_dataset(src, method.preprocessor, method.config.augment, stage,
+                                                   method.seed, epoch)
+
+    steps, dataset = make(0)
     held = set(method.held_out().tolist())
     assert len(held) == 20 and steps == 27
-    seen = np.concatenate([b["index"].numpy() for b in make()])
+    seen = np.concatenate([b["index"].numpy() for b in dataset])
     assert len(seen) == steps * 20 and not held & set(seen.tolist())
     for p in range(3):  # every pass is a new permutation of the 180 training samples
         assert sorted(seen[p * 180:(p + 1) * 180].tolist()) == sorted(set(range(200)) - held)
     assert not np.array_equal(seen[:180], seen[180:360])
-    (_, make, steps), = trainer._epoch_parts(1)
-    assert steps == 40 - 27 and sum(1 for _ in make()) == 13  # the last epoch stops at N
+    steps, dataset = make(1)
+    assert steps == 40 - 27 and sum(1 for _ in dataset) == 13  # the last epoch stops at N
 
 
 def test_counters_checkpoint_and_resume(tmp_path):
@@ -354,7 +358,7 @@ def test_counters_checkpoint_and_resume(tmp_path):
 
     run.train(options(4), log=lambda s: None)  # 160 training samples / (16 x 5) = 2 iterations per epoch
     method, src, pre, _ = run.build(options(4))
-    trainer = Trainer(method, src, pre, workdir, progress=False)
+    trainer = Trainer(method, src, workdir, progress=False)
     assert trainer.restore() is not None
     assert [int(o.iterations.numpy()) for o in (method.d_optimizer, method.c_optimizer, method.g_optimizer)] == \
         [20, 16, 4]

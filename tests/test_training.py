@@ -37,7 +37,7 @@ def _stop_after(epochs):
 
 def _weights(workdir, options):
     method, source, pre, _ = run.build(options)
-    trainer = Trainer(method, source, pre, str(workdir), seed=options.seed, progress=False, log=lambda m: None)
+    trainer = Trainer(method, source, str(workdir), progress=False, log=lambda m: None)
     trainer.restore()
     return trainer, [w.numpy() for w in method.model.weights]
 
@@ -70,6 +70,18 @@ def test_two_deterministic_runs_are_identical(tmp_path):
         outs.append(np.load(tmp_path / name / "probabilities.npy"))
     np.testing.assert_array_equal(outs[0], outs[1])
     assert outs[0].std() > 0  # not a constant output
+
+
+def test_a_short_run_through_tensorflow_datasets_on_mock_data(tmp_path):
+    """registry -> tensorflow-datasets -> tf.data -> training -> metrics, offline (tfds.testing.mock_data)."""
+    import tensorflow_datasets as tfds
+
+    options = run.RunOptions(method="dac", dataset="mnist", workdir=str(tmp_path), preset="cpu", seed=0,
+                             overrides=TINY + ("epochs=1",), progress=False, export=False)
+    with tfds.testing.mock_data(num_examples=64):
+        metrics = run.train(options, log=lambda m: None)
+    assert metrics["num_samples"] == 128 and metrics["steps"] == 2  # train + test joined, 128 // 64 steps
+    assert 0.0 <= metrics["acc"] <= 1.0 and metrics["num_clusters"] == 10
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
@@ -129,7 +141,7 @@ def test_export_reload_gives_the_live_models_outputs(trained):
     options, metrics = trained
     assert metrics["export"].endswith(os.path.join("export", "1"))
     method, source, pre, _ = run.build(options)
-    trainer = Trainer(method, source, pre, options.workdir, progress=False, log=lambda m: None)
+    trainer = Trainer(method, source, options.workdir, progress=False, log=lambda m: None)
     trainer.restore()
     live = trainer.predict_all()
     exported = ExportedModel(os.path.join(options.workdir, "export"))

@@ -95,14 +95,12 @@ def build(options: RunOptions, source: sources.Source | None = None):
         raise InputError(f"batch_size={cfg.batch_size} is larger than the data ({len(source)} samples)")
     set_seeds(options.seed, options.deterministic)
     modality = source.info.modality
-    grayscale = bool(cfg.augment.grayscale) and modality == "image"
+    grayscale = bool(cfg.grayscale) and modality == "image"
     preprocessor = Preprocessor.fit(source.x, grayscale=grayscale, modality=modality)
     input_shape = source.info.image_shape
     if modality == "image":
         input_shape = input_shape[:-1] + (preprocessor.output_channels(input_shape[-1]),)
-    method = method_cls(cfg, source.info, k, strategy, input_shape)
-    method.seed = int(options.seed)
-    method.preprocessor = preprocessor
+    method = method_cls(cfg, source.info, k, strategy, input_shape, seed=options.seed, preprocessor=preprocessor)
     method.build()
     resolved = {
         "method": options.method, "dataset": options.dataset, "preset": options.preset, "num_clusters": k,
@@ -147,8 +145,7 @@ def train(options: RunOptions, log=print, source: sources.Source | None = None) 
     log(f"{options.method} on {options.dataset}: {len(source)} samples, K={method.num_clusters}, "
         f"{resolved['replicas']} replica(s), preset {options.preset}")
     restore_dir = None if workdir == options.workdir else os.path.join(options.workdir, "checkpoints")
-    trainer = Trainer(method, source, preprocessor, workdir, seed=options.seed, progress=options.progress,
-                      log=log, restore_dir=restore_dir)
+    trainer = Trainer(method, source, workdir, progress=options.progress, log=log, restore_dir=restore_dir)
     result = trainer.run()
     out = {
         "method": options.method, "dataset": options.dataset, "preset": options.preset, "seed": options.seed,

@@ -86,14 +86,3 @@ def overlay_attention(images: np.ndarray, maps: np.ndarray, strength: float = 0.
     out = images * ((1.0 - strength) + strength * a)
     out[..., 0] = np.maximum(out[..., 0], strength * a[..., 0])
     return np.clip(out, 0.0, 1.0)
-
-
-def grid(rows: list, per_row: int) -> np.ndarray:
-    """Tiles rows of images (each float [m <= per_row, H, W, C]) into one image [1, rows*H, per_row*W, C]."""
-    first = next(r for r in rows if len(r))
-    h, w, c = first.shape[1:]
-    out = np.zeros((len(rows) * h, per_row * w, c), np.float32)
-    for i, row in enumerate(rows):
-        for j, img in enumerate(row[:per_row]):
-            out[i * h:(i + 1) * h, j * w:(j + 1) * w] = img
-    return out[None]

@@ -64,7 +64,7 @@ def _child(spec: str) -> dict:
                              overrides=(f"large_batch={m}", f"target_batch={m1}", f"batch_size={_BATCH.value}",
                                         "repeats=1", "epochs=1", f"width={_WIDTH.value}", "eval_batch_size=100"))
     method, source, preprocessor, _ = run.build(options, source)
-    trainer = Trainer(method, source, preprocessor, options.workdir, progress=False, log=lambda s: None)
+    trainer = Trainer(method, source, options.workdir, progress=False, log=lambda s: None)
     before = _current_rss_mib()
     t0 = time.perf_counter()
     trainer.run()

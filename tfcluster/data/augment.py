@@ -3,8 +3,9 @@
 Images are float32 [H, W, C] in [0, 1]; `seed` is an int32/int64 tensor of
 shape [2] (a stateless seed). Each op draws its randomness only from `seed`, so
 a pipeline is reproducible and the ops behave the same eagerly and in graphs.
-`augment` applies flip -> affine -> colour jitter -> grayscale: grayscale comes
-*after* colour jitter, as GATCluster (section 4.2) prescribes.
+`augment` applies flip -> affine -> colour jitter. Grayscale conversion is a
+preprocessing setting (data.preprocess), applied after augmentation, so it
+comes *after* colour jitter, as GATCluster (section 4.2) prescribes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import tensorflow as tf
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class AugmentConfig:
     """Which random transforms to apply, and how strong.
 
@@ -28,7 +29,6 @@ class AugmentConfig:
       fill_mode: "constant" (zeros, right for digits) or "reflect"/"nearest".
       brightness: max additive delta; contrast, saturation: max factor change
         (uniform in [1 - c, 1 + c]); hue: max hue delta in [0, 0.5].
-      grayscale: convert RGB to one channel after jitter (model sees C=1).
     """
 
     flip_horizontal: bool = False
@@ -42,7 +42,6 @@ class AugmentConfig:
     contrast: float = 0.0
     saturation: float = 0.0
     hue: float = 0.0
-    grayscale: bool = False
 
     @property
     def is_identity(self) -> bool:
@@ -141,6 +140,4 @@ def augment(image, seed, config: AugmentConfig):
                               config.fill_mode)
     if config.brightness or config.contrast or config.saturation or config.hue:
         image = color_jitter(image, s[2], config.brightness, config.contrast, config.saturation, config.hue)
-    if config.grayscale:
-        image = grayscale(image)
     return image

@@ -1,5 +1,9 @@
 """tf.data input pipelines: shuffle -> map(augment, AUTOTUNE) -> batch -> prefetch.
 
+`stage_dataset` builds the mini-batches of one stage of an epoch plan
+(methods.plan.Stage), in the stage's order; `eval_dataset` the clean images
+in source order for inference passes.
+
 Training elements are dicts:
   "image"  float32 [B, H, W, C'] the un-augmented, preprocessed images
   "views"  float32 [B, V, H, W, C'] V independently augmented views (V >= 0);
@@ -7,8 +11,8 @@ Training elements are dicts:
   "label"  int64 [B] (-1 where unknown; never used by training steps)
   "index"  int64 [B] position in the source
 Each epoch's order and augmentation draws are a pure function of
-(seed, epoch) (of (seed, epoch, round) for `round_dataset`), so a run resumed at epoch e sees exactly what an uninterrupted
-run would have seen.
+(seed, epoch) (of (seed, epoch, chunk) for "chunk" stages), so a run resumed at
+epoch e sees exactly what an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import tensorflow as tf
 from tfcluster.data import augment as augment_lib
 from tfcluster.data.preprocess import Preprocessor
 from tfcluster.data.sources import Source
+from tfcluster.methods.plan import Stage
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -46,7 +51,7 @@ def _element_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib
     return element
 
 
-def train_dataset(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
+def _shuffled(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
                   global_batch_size: int, seed: int, epoch: int, num_views: int = 1,
                   drop_remainder: bool = True, keep: np.ndarray | None = None,
                   passes: int = 1) -> tf.data.Dataset:
@@ -82,8 +87,8 @@ def train_dataset(source: Source, preprocessor: Preprocessor, augment: augment_l
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def round_order(num_samples: int, round_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """The large batches of one epoch (GATCluster's Algorithm 1): floor(N / M) disjoint index sets [M].
+def chunk_order(num_samples: int, round_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The chunks of one epoch (GATCluster's large batches): floor(N / M) disjoint index sets [M].
 
     A pure function of (seed, epoch); the N mod M samples left over differ from epoch to epoch.
     """
@@ -93,17 +98,17 @@ def round_order(num_samples: int, round_size: int, seed: int, epoch: int) -> lis
     return [perm[r * round_size:(r + 1) * round_size] for r in range(num_samples // round_size)]
 
 
-def round_dataset(source: Source, indices: np.ndarray, preprocessor: Preprocessor,
-                  augment: augment_lib.AugmentConfig | None, global_batch_size: int, seed: int, epoch: int,
-                  round_index: int, repeats: int = 1, num_views: int = 1) -> tf.data.Dataset:
-    """Mini-batches over one large batch, `repeats` passes (step 2 of GATCluster's Algorithm 1).
+def _chunk(source: Source, indices: np.ndarray, preprocessor: Preprocessor,
+           augment: augment_lib.AugmentConfig | None, global_batch_size: int, seed: int, epoch: int,
+           round_index: int, repeats: int = 1, num_views: int = 1) -> tf.data.Dataset:
+    """Mini-batches over one chunk, `repeats` passes (e.g. step 2 of GATCluster's Algorithm 1).
 
     Each sample is transformed once per round ("randomly transform X_b"): its
     views are drawn from a stateless seed of (round, position), so every pass
     sees the same transformed images, in a new random order, without holding
     them in memory. Each pass yields floor(M / batch) full batches.
-    Elements are as in `train_dataset`, except "index" is the position in
-    `indices` (0..M-1), where the round's targets are stored.
+    Elements are as in `_shuffled`, except "index" is the position in
+    `indices` (0..M-1), where the chunk's targets are stored.
     """
     indices = np.asarray(indices)
     m = len(indices)
@@ -124,6 +129,23 @@ def round_dataset(source: Source, indices: np.ndarray, preprocessor: Preprocesso
     ds = tf.data.Dataset.from_tensor_slices(order).map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(global_batch_size, drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def stage_dataset(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
+                  stage: Stage, seed: int, epoch: int) -> tf.data.Dataset:
+    """The `stage.steps` global batches of one stage (methods.plan.Stage), in its order.
+
+    Elements: "image" [B, ...], "views" [B, V, ...], "label" [B], "index" [B]
+    (see the module docstring; "index" is the position in `stage.indices` for
+    "chunk" stages). Raises ValueError when a batch is larger than the samples.
+    """
+    if stage.order == "chunk":
+        ds = _chunk(source, stage.indices, preprocessor, augment, stage.batch_size, seed, epoch, stage.chunk,
+                    stage.repeats, num_views=stage.num_views)
+    else:
+        ds = _shuffled(source, preprocessor, augment, stage.batch_size, seed, epoch, num_views=stage.num_views,
+                       keep=stage.indices, passes=stage.repeats)
+    return ds.take(stage.steps)
 
 
 def eval_dataset(source: Source, preprocessor: Preprocessor, batch_size: int) -> tf.data.Dataset:

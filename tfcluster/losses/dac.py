@@ -15,7 +15,7 @@ import dataclasses
 
 import tensorflow as tf
 
-EPS = 1e-7
+from tfcluster.losses.common import bce_sum
 
 
 @dataclasses.dataclass
@@ -59,13 +59,6 @@ def select_pairs(similarity, upper, lower):
     return positive, positive + negative
 
 
-def pairwise_bce_sum(similarity, targets, mask):
-    """Sum of masked BCE(r, s) with s clipped to [EPS, 1 - EPS]."""
-    s = tf.clip_by_value(similarity, EPS, 1.0 - EPS)
-    bce = -(targets * tf.math.log(s) + (1.0 - targets) * tf.math.log(1.0 - s))
-    return tf.reduce_sum(bce * mask)
-
-
 def dac_loss_terms(local_features, global_features, upper, lower, local_offset=0, target_local=None,
                    target_global=None, exclude_self=True):
     """Per-replica pieces of the DAC loss over the global batch.
@@ -93,4 +86,4 @@ def dac_loss_terms(local_features, global_features, upper, lower, local_offset=0
     if exclude_self:
         b, big_b = tf.shape(similarity)[0], tf.shape(similarity)[1]
         mask = mask * (1.0 - tf.one_hot(tf.range(b) + local_offset, big_b, dtype=similarity.dtype))
-    return pairwise_bce_sum(similarity, targets, mask), tf.reduce_sum(mask), tf.reduce_sum(targets * mask)
+    return bce_sum(similarity, targets, mask), tf.reduce_sum(mask), tf.reduce_sum(targets * mask)

@@ -17,16 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfcluster.losses.dac import pairwise_bce_sum
-
-EPS = 1e-7
-
-
-def cosine_similarity(a, b):
-    """[n, K], [m, K] -> [n, m] cosine similarities."""
-    a = tf.math.l2_normalize(a, axis=-1, epsilon=1e-12)
-    b = tf.math.l2_normalize(b, axis=-1, epsilon=1e-12)
-    return tf.matmul(a, b, transpose_b=True)
+from tfcluster.losses.common import EPS
 
 
 def pseudo_graph(similarity, thres1):
@@ -51,11 +42,6 @@ def pseudo_labels(z, thres2):
 def off_diagonal_mask(b, big_b, offset, dtype=tf.float32):
     """[b, big_b] ones except at (i, offset + i): a replica's rows without self-pairs."""
     return 1.0 - tf.one_hot(tf.range(b) + offset, big_b, dtype=dtype)
-
-
-def graph_bce_sum(similarity, graph, mask):
-    """Sum over masked pairs of BCE(W_ij, S_ij), S clipped to [EPS, 1-EPS] (eq. 3's l_g)."""
-    return pairwise_bce_sum(similarity, graph, mask)
 
 
 def label_ce_sum(z, y, v):

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-EPS = 1e-7
+from tfcluster.losses.common import EPS, bce_sum, cosine_similarity
 
 
 def _balance(scores: np.ndarray) -> np.ndarray:
@@ -88,21 +88,13 @@ def invariance_sum(l_t, targets):
     return -tf.reduce_sum(l_t * targets)
 
 
-def cosine_similarity(a, b):
-    """[n, K] x [m, K] -> [n, m] cosine similarities."""
-    a = tf.math.l2_normalize(a, axis=1, epsilon=1e-12)
-    b = tf.math.l2_normalize(b, axis=1, epsilon=1e-12)
-    return tf.matmul(a, b, transpose_b=True)
-
-
 def relation_bce_sum(l_rows, l_all, relations):
     """Eq. (7) summed over pairs: rows [b, K] (this replica) against all columns [B, K].
 
     relations: [b, B] targets in {0, 1}. The cosine similarity of non-negative
     features lies in [0, 1]; it is clipped to [EPS, 1 - EPS] for the logs.
     """
-    d = tf.clip_by_value(cosine_similarity(l_rows, l_all), EPS, 1.0 - EPS)
-    return -tf.reduce_sum(relations * tf.math.log(d) + (1.0 - relations) * tf.math.log(1.0 - d))
+    return bce_sum(cosine_similarity(l_rows, l_all), relations)
 
 
 def entropy(p):
@@ -113,6 +105,5 @@ def entropy(p):
 
 def attention_bce_sum(l_a, targets):
     """Eq. (10) summed over samples: sum_i (1/K) sum_h BCE(t^a_ih, l^a_ih). l_a, targets: [b, K]."""
-    p = tf.clip_by_value(l_a, EPS, 1.0 - EPS)
     k = tf.cast(tf.shape(l_a)[-1], l_a.dtype)
-    return -tf.reduce_sum(targets * tf.math.log(p) + (1.0 - targets) * tf.math.log(1.0 - p)) / k
+    return bce_sum(l_a, targets) / k

@@ -24,6 +24,11 @@ def names() -> list[str]:
     return sorted(_METHODS)
 
 
+def presets(name: str) -> list[str]:
+    """The preset names of method `name` (imports its module)."""
+    return sorted(get(name).presets)
+
+
 def get(name: str):
     """Returns the Method subclass registered as `name`."""
     if name not in _METHODS:

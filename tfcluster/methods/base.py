@@ -1,19 +1,19 @@
 """The method interface: a single-replica view of one clustering method.
 
-A method owns its Keras models, optimizers and state variables, and exposes
-  build()                 create them inside `strategy.scope()`
-  checkpoint_objects()    what a checkpoint must hold to resume exactly
-  begin_epoch(epoch, ..)  eager work between graph steps (targets, k-means, schedules)
-  rounds(), begin_round   optional: epochs made of large-batch rounds (GATCluster)
-  train_step(batch)       one replica's step, run by `strategy.run` in a tf.function
-  predict(x)              probabilities [B, K] for preprocessed inputs (inference mode)
-  serving_outputs(x)      named outputs for the SavedModel (at least probabilities)
-  serving_signatures()    optional extra SavedModel signatures (e.g. a GAN's `generate`)
-  train_batch_size(), held_out(), passes_per_epoch(), steps_in_epoch()  optional:
-                          samples per step, samples kept out of training, data passes
-                          per loop epoch, a shorter last epoch (a GAN's N iterations)
+A method is built from its frozen config, the data's info, K, the strategy,
+the input shape, the run's seed and its Preprocessor, and exposes
+  build()                  create models, optimizers and state inside `strategy.scope()`
+  checkpoint_objects()     what a checkpoint must hold to resume exactly
+  num_epochs(), finished() how long it trains, and its own stopping rule
+  epoch_plan(epoch, ..)    the stages of an epoch (methods.plan): eager begins
+                           (targets, k-means, calibration, schedules) and steps
+  predict(x)               probabilities [B, K] for preprocessed inputs (inference mode)
+  serving_outputs(x)       named outputs for the SavedModel (at least probabilities)
+  serving_signatures()     extra SavedModel signatures (e.g. a GAN's `generate`)
+  evaluation_extras(..)    method-specific metrics and TensorBoard images at evaluation
+Methods without a step loop (k-means) set `trainable = False` and implement `fit(x)`.
 
-`train_step` returns a dict of scalars whose SUM over replicas is the value
+A stage's step returns a dict of scalars whose SUM over replicas is the value
 for the global batch (losses are divided by the global batch or global pair
 count), so the loop reduces every entry with SUM.
 """
@@ -30,31 +30,19 @@ import tensorflow as tf
 from tfcluster.data.augment import AugmentConfig
 from tfcluster.data.sources import DatasetInfo
 from tfcluster.errors import InputError
+from tfcluster.methods.plan import EpochPlan
 
 
 @dataclasses.dataclass(frozen=True)
-class RoundPlan:
-    """Epochs made of rounds over large batches (GATCluster's Algorithm 1).
-
-    Each epoch is split into floor(N / size) disjoint large batches; for each,
-    the loop calls `begin_round` (eager step 1: targets, which the method
-    predicts in sub-batches of its choosing), then runs `repeats` passes of
-    mini-batches of `config.batch_size` over the round's transformed images
-    (step 2), whose "index" is the position in the round.
-    """
-
-    size: int
-    repeats: int = 1
-
-
-@dataclasses.dataclass
 class BaseConfig:
-    """Fields every method's config has.
+    """Fields every method's config has. Configs are frozen: an override makes a new one.
 
     Attributes:
       epochs: passes over the data (0: the method decides, e.g. DAC's schedule).
       batch_size: global batch size (split across replicas).
       augment: the random transforms of the training views.
+      grayscale: convert colour images to one channel before the networks
+        (a preprocessing setting: training views and inference alike).
       eval_every: evaluate/summarise every this many epochs (and at the end).
       checkpoint_every: save a checkpoint every this many epochs (and at the end).
       max_checkpoints: how many checkpoints to keep.
@@ -66,6 +54,7 @@ class BaseConfig:
     epochs: int = 10
     batch_size: int = 32
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    grayscale: bool = False
     eval_every: int = 1
     checkpoint_every: int = 1
     max_checkpoints: int = 3
@@ -73,28 +62,59 @@ class BaseConfig:
     gallery_per_cluster: int = 8
     eval_batch_size: int = 500
 
+    def validate(self) -> None:
+        """Raises InputError for a value no run can use (checked once, when a method is made)."""
+        if self.epochs < 0:
+            raise InputError(f"epochs must be >= 0, got {self.epochs}")
+        for field in ("batch_size", "eval_every", "checkpoint_every", "max_checkpoints", "log_every",
+                      "eval_batch_size"):
+            if int(getattr(self, field)) < 1:
+                raise InputError(f"{field} must be positive, got {getattr(self, field)}")
+        if self.gallery_per_cluster < 0:
+            raise InputError(f"gallery_per_cluster must be >= 0, got {self.gallery_per_cluster}")
+
+    @staticmethod
+    def check_choice(field: str, value, choices) -> None:
+        """InputError unless `value` is one of `choices`."""
+        if value not in choices:
+            raise InputError(f"{field} must be one of {tuple(choices)}, got {value!r}")
+
 
 class Method(abc.ABC):
-    """Base class; subclasses set `name`, `config_class` and `presets`."""
+    """Base class; subclasses set `name`, `config_class` and `presets`.
+
+    Args:
+      config: the method's frozen config (validated here).
+      info: the training data's DatasetInfo.
+      num_clusters: K.
+      strategy: the tf.distribute strategy models are built under.
+      input_shape: the preprocessed inputs' shape [H, W, C] or [D].
+      seed: the run's seed (eager stages such as k-means, stateless step seeds).
+      preprocessor: the run's Preprocessor (raw pixels -> model inputs), which
+        the Trainer's pipelines apply and methods that generate images use.
+    """
 
     name: str = ""
     config_class: type = BaseConfig
     # preset name -> fn(DatasetInfo) -> config; every method has "paper" and "cpu".
     presets: dict[str, Callable[[DatasetInfo], BaseConfig]] = {}
-    # Number of augmented views per training element the method needs.
-    num_views: int = 0
     # False for methods fitted in one eager stage (k-means), without a step loop.
     trainable: bool = True
 
     def __init__(self, config, info: DatasetInfo, num_clusters: int, strategy: tf.distribute.Strategy,
-                 input_shape: tuple):
+                 input_shape: tuple, *, seed: int = 0, preprocessor=None):
         if num_clusters < 2:
             raise InputError(f"num_clusters must be at least 2, got {num_clusters}")
+        if not isinstance(config, self.config_class):
+            raise InputError(f"{self.name} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        config.validate()
         self.config = config
         self.info = info
         self.num_clusters = int(num_clusters)
         self.strategy = strategy
         self.input_shape = tuple(input_shape)
+        self.seed = int(seed)
+        self.preprocessor = preprocessor
         self.check_input_shape(self.input_shape)
 
     @classmethod
@@ -105,7 +125,7 @@ class Method(abc.ABC):
         return cls.presets[name](info)
 
     def check_input_shape(self, input_shape: tuple) -> None:
-        """Raises InputError when the method's networks cannot take this input."""
+        """Raises InputError when the method's networks cannot take inputs of this shape."""
 
     def require_image_variant(self, input_shape: tuple, variant_for: Callable[[tuple], str]) -> str:
         """The network variant for images [H, W, C], or InputError (wrong rank, no variant for the size)."""
@@ -139,8 +159,7 @@ class Method(abc.ABC):
         replicated variables of the training strategy.
         """
         clone = type(self)(self.config, self.info, self.num_clusters, tf.distribute.get_strategy(),
-                           self.input_shape)
-        clone.seed, clone.preprocessor = self.seed, self.preprocessor
+                           self.input_shape, seed=self.seed, preprocessor=self.preprocessor)
         clone.build()
         theirs, ours = clone.export_objects(), self.export_objects()
         for key, obj in ours.items():
@@ -155,91 +174,37 @@ class Method(abc.ABC):
     def num_epochs(self) -> int:
         return int(self.config.epochs)
 
-    # The loop traces one step function per phase; methods with stages switch it.
-    phase: str = "train"
-    # Seed of the run (set by `tfcluster.run.build`), for eager stages such as k-means.
-    seed: int = 0
-    # The run's Preprocessor (set by `tfcluster.run.build` before `build()`), for
-    # methods that must map their own outputs into model space (a generator).
-    preprocessor = None
-
-    def train_batch_size(self) -> int:
-        """Samples of the global batch each training step takes (default: config.batch_size)."""
-        return int(self.config.batch_size)
-
-    def held_out(self) -> np.ndarray:
-        """Indices of source samples the training pipeline leaves out (default: none)."""
-        return np.zeros([0], np.int64)
-
-    def passes_per_epoch(self) -> int:
-        """Shuffled passes over the training data in one epoch of the loop (default 1)."""
-        return 1
-
-    def steps_in_epoch(self, epoch: int, steps: int) -> int:
-        """Training steps of `epoch`, given the `steps` its data holds (default: all of them)."""
-        return steps
-
     def finished(self) -> bool:
         """True once the method's own stopping rule has fired (checkpointed state)."""
         return False
 
-    def wants_eval(self, epoch: int) -> bool:
-        """Whether cluster metrics mean anything after this epoch (the last is always evaluated)."""
-        return True
-
-    def label_report(self, probabilities: np.ndarray, labels: np.ndarray) -> dict:
-        """Method-specific diagnostics against ground truth, for reporting only.
-
-        Called at evaluation when the source has labels, with the
-        probabilities [N, K] just predicted; returns scalars (never used for
-        training or model selection).
-        """
-        return {}
-
-    def eval_logs(self, probabilities: np.ndarray, labels: np.ndarray | None, images: np.ndarray,
-                  predict_all: Callable[..., np.ndarray]) -> dict:
-        """Extra TensorBoard logs at evaluation (images, histograms), for image sources.
-
-        Args: the probabilities [N, K] just predicted, labels [N] or None (for
-        colouring plots only), raw images [N, H, W, C], `predict_all`.
-        """
-        return {}
-
-    def end_epoch(self, epoch: int, predict_all: Callable[..., np.ndarray]) -> dict:
-        """Eager stage after an epoch's steps, before its checkpoint. Returns logs."""
-        return {}
-
-    def begin_epoch(self, epoch: int, predict_all: Callable[..., np.ndarray]) -> dict:
-        """Eager stage before an epoch.
+    def epoch_plan(self, epoch: int, predict_all: Callable[..., np.ndarray]) -> EpochPlan:
+        """The stages of `epoch` (methods.plan), for trainable methods.
 
         `predict_all()` returns probabilities [N, K] in inference mode;
         `predict_all(fn)` maps a tf.function over the source's preprocessed
         images [B, ...] in order and concatenates its outputs
-        (`predict_all(fn, subset=indices)`: those samples only). Returns logs:
-        numbers (scalars), 1-D arrays (histograms), [N, H, W, C] arrays (images).
+        (`predict_all(fn, subset=indices, batch_size=m)`: those samples only, in
+        batches of m). Stages' `begin` functions call it when they run.
         """
-        return {}
-
-    def rounds(self) -> RoundPlan | None:
-        """The round plan, or None for plain epochs over shuffled mini-batches."""
-        return None
-
-    def begin_round(self, epoch: int, round_index: int, indices: np.ndarray,
-                    predict_all: Callable[..., np.ndarray]) -> dict:
-        """Eager step 1 of a round over the source samples `indices` [M]. Returns logs.
-
-        `predict_all(fn, subset=indices, batch_size=m1)` maps a tf.function over
-        those samples' clean preprocessed images in sub-batches of m1.
-        """
-        return {}
-
-    def train_step(self, batch: dict) -> dict:
-        """One replica's training step (trainable methods override this)."""
-        raise TypeError(f"method {self.name!r} has no training step; it is fitted with fit()")
+        raise TypeError(f"method {self.name!r} has no epoch plan; it is fitted with fit()")
 
     def fit(self, x: np.ndarray) -> dict:
-        """Fits a non-trainable method on preprocessed inputs [N, ...]."""
+        """Fits a non-trainable method on preprocessed inputs [N, ...]. Returns logs."""
         raise TypeError(f"method {self.name!r} is trained step by step, not with fit()")
+
+    def evaluation_extras(self, probabilities: np.ndarray, labels: np.ndarray | None, images: np.ndarray | None,
+                          predict_all: Callable[..., np.ndarray]) -> tuple[dict, dict]:
+        """Method-specific results at evaluation: (metrics, TensorBoard logs).
+
+        Args: the probabilities [N, K] just predicted, labels [N] or None (for
+        reporting only: never for training or model selection), raw images
+        [N, H, W, C] (None for vectors), `predict_all` (see `epoch_plan`).
+        Returns: scalars for the metrics (metrics.json) and logs for
+        TensorBoard: numbers, 1-D arrays, [N, H, W, C] images, or galleries
+        (lists of image rows, rendered by training.summaries.gallery).
+        """
+        return {}, {}
 
     # -- inference ---------------------------------------------------------------
     @abc.abstractmethod
@@ -264,3 +229,16 @@ class Method(abc.ABC):
     def apply_gradients(optimizer, tape, loss, variables):
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
+
+    def keep_targets(self, attr: str, values: np.ndarray) -> tf.Variable:
+        """Puts eager-computed targets [N, ...] where graph steps read them: the
+        non-trainable variable `self.<attr>`, made in strategy scope on first use
+        and assigned (same shape) afterwards."""
+        variable = getattr(self, attr, None)
+        if variable is None:
+            with self.strategy.scope():
+                variable = tf.Variable(values, trainable=False, name=attr)
+            setattr(self, attr, variable)
+        else:
+            variable.assign(values)
+        return variable

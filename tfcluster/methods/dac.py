@@ -21,11 +21,14 @@ from tfcluster.data.augment import AugmentConfig
 from tfcluster.errors import InputError
 from tfcluster.losses.dac import ThresholdSchedule, dac_loss_terms
 from tfcluster.methods.base import BaseConfig, Method
+from tfcluster.methods.plan import one_pass
 from tfcluster.methods.clean_targets import CleanTargets
 from tfcluster.nets.allconv import build_allconvnet
 
+SELECT_ON = ("view", "clean", "epoch")
 
-@dataclasses.dataclass
+
+@dataclasses.dataclass(frozen=True)
 class DACConfig(BaseConfig):
     """DAC settings.
 
@@ -58,6 +61,12 @@ class DACConfig(BaseConfig):
     select_on: str = "view"
     calibration_samples: int = 2000
 
+    def validate(self):
+        super().validate()
+        self.check_choice("select_on", self.select_on, SELECT_ON)
+        if self.width <= 0 or self.learning_rate <= 0:
+            raise InputError(f"width and learning_rate must be positive; got {self.width}, {self.learning_rate}")
+
 
 def paper_preset(info) -> DACConfig:
     """The paper's settings: RMSProp 1e-3, batch 32, lambda step 1.1 x 0.009 per epoch.
@@ -75,32 +84,19 @@ def paper_preset(info) -> DACConfig:
 
 
 def cpu_preset(info) -> DACConfig:
-    """Small CPU preset: about 15 minutes on MNIST-5k with 2 CPU cores.
+    """CPU preset: 13-15 min on MNIST-5k on 2 cores (median ACC 0.643 of 3 seeds; Fashion-MNIST 0.396).
 
     Command: python experiments/train.py --method=dac --preset=cpu --dataset=mnist5k
-    Changes from the paper and why (measurements in docs/RESULTS.md):
-      - select_on="epoch": pair labels come from the clean images' label features,
-        predicted once per epoch in inference mode, and the trained similarities
-        are those between two augmented views (each image's two views are a
-        positive pair). This is how the official code trains (predict a chunk,
-        then several passes of augmented mini-batches over it); selecting pairs
-        from the trained batch's own features, as the paper's text describes,
-        plateaued at ACC 0.28-0.34 here because nothing ties an image's
-        augmentations together and the labels change every step.
-      - BatchNorm statistics are recalibrated on the clean images after every
-        epoch (nets.batchnorm), so targets and predictions use population
-        statistics; the moving averages of augmented views gave inference-mode
-        predictions 5-10 ACC points below the batch-statistics ones.
-      - width 0.5 (32/64 channels instead of 64/128) and batch 64 instead of 32:
-        ~130 images/s (two views each) on 2 CPU cores; at equal epochs batch 64
-        led batch 128 by about 3 epochs' worth of ACC (twice the updates);
-      - BatchNorm momentum 0.9 instead of 0.99 (only matters between
-        recalibrations, e.g. for an export taken mid-epoch);
-      - a budget of about 80,000 training images instead of running the
-        schedule to u <= l (46 epochs): 16 epochs on MNIST-5k (u falls from 0.95
-        to 0.80, l rises from 0.455 to 0.470); on larger data fewer epochs, at
-        least 2 (on the 70,000 Fashion-MNIST images: 2 epochs);
-      - evaluation every 4 epochs (and at the end) to save time.
+    Changes from `paper` and why (docs/RESULTS.md):
+      - select_on="epoch": pair labels from the clean images' label features, predicted once
+        per epoch in inference mode; the trained similarities are between two augmented views
+        (each image's views a positive pair), as the official code trains on predicted chunks.
+        Pairs from each batch's own features (the paper's text) plateaued at ACC 0.28-0.34.
+      - BatchNorm recalibrated on clean images after every epoch: the moving statistics of
+        augmented views gave inference-mode targets 5-10 ACC points lower.
+      - width 0.5, batch 64, BN momentum 0.9: affordable on 2 cores; batch 64 led 128 at equal epochs.
+      - a budget of ~80,000 images (16 epochs of MNIST-5k, at least 2) instead of running the
+        schedule to u <= l (46 epochs); evaluation every 4 epochs.
     """
     cfg = paper_preset(info)
     epochs = max(2, round(CPU_IMAGE_BUDGET / max(info.num_samples, 1)))
@@ -116,19 +112,16 @@ class DAC(Method):
     name = "dac"
     config_class = DACConfig
     presets = {"paper": paper_preset, "cpu": cpu_preset}
-    num_views = 1
-
-    def __init__(self, config, info, num_clusters, strategy, input_shape):
-        super().__init__(config, info, num_clusters, strategy, input_shape)
-        self.num_views = 2 if config.select_on == "epoch" else 1
-        self.epoch_targets = None
 
     def check_input_shape(self, input_shape):
         if len(input_shape) != 3:
             raise InputError(f"DAC needs images [H, W, C]; got inputs of shape {input_shape} "
                              f"(dataset modality {self.info.modality!r})")
-        if self.config.select_on not in ("view", "clean", "epoch"):
-            raise InputError(f"select_on must be 'view', 'clean' or 'epoch', got {self.config.select_on!r}")
+
+    @property
+    def num_views(self) -> int:
+        """Augmented views per training element: two for cross-view pairs (select_on="epoch")."""
+        return 2 if self.config.select_on == "epoch" else 1
 
     def build(self):
         with self.strategy.scope():
@@ -147,7 +140,14 @@ class DAC(Method):
             return int(self.config.epochs)
         return self.config.schedule.last_epoch()
 
+    def epoch_plan(self, epoch, predict_all):
+        """[schedule (+ the epoch's targets) and steps over all samples, BatchNorm recalibration]."""
+        return one_pass(self.train_step, self.info.num_samples, self.config.batch_size, self.num_views,
+                        begin=lambda: self.begin_epoch(epoch, predict_all),
+                        end=lambda: self.end_epoch(epoch, predict_all), end_name="calibrate")
+
     def begin_epoch(self, epoch, predict_all):
+        """Sets lambda; with select_on="epoch", the clean images' label features become the targets."""
         lam = self.config.schedule.lambda_at(epoch)
         self.lam.assign(lam)
         upper, lower = self.config.schedule.thresholds(lam)
@@ -156,18 +156,14 @@ class DAC(Method):
             probs = self.clean_targets.next(predict_all)
             feats = probs.astype(np.float32)
             feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-            if self.epoch_targets is None:
-                with self.strategy.scope():
-                    self.epoch_targets = tf.Variable(feats, trainable=False, name="epoch_targets")
-            else:
-                self.epoch_targets.assign(feats)
+            self.keep_targets("epoch_targets", feats)
             sample = feats[np.random.RandomState(epoch).permutation(len(feats))[:2000]]  # sources may be sorted
             sim = sample @ sample.T
             logs["dac/epoch_positive_fraction"] = float((sim > upper).mean())
             logs["dac/epoch_selected_fraction"] = float(((sim > upper) | (sim < lower)).mean())
         return logs
 
-    def calibrate(self, predict_all):
+    def end_epoch(self, epoch, predict_all):
         """Sets BatchNorm statistics to the clean training images' (see methods.clean_targets).
 
         The official code's BN used batch statistics at prediction instead,
@@ -175,9 +171,6 @@ class DAC(Method):
         clean-image targets and predictions that depend on no batch.
         """
         self.clean_targets.calibrate(predict_all)
-
-    def end_epoch(self, epoch, predict_all):
-        self.calibrate(predict_all)
         if self.config.select_on == "epoch" and epoch + 1 < self.num_epochs():
             self.clean_targets.keep(predict_all())
         return {}

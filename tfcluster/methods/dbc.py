@@ -27,12 +27,13 @@ from sklearn.cluster import KMeans
 from tfcluster.errors import InputError
 from tfcluster.losses import dbc as dbc_loss
 from tfcluster.methods.base import BaseConfig, Method
+from tfcluster.methods.plan import one_pass
 from tfcluster.nets.fcae import build_fcae, variant_for
 
 INITS = ("full", "half", "random")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class DBCConfig(BaseConfig):
     """DBC settings.
 
@@ -74,6 +75,15 @@ class DBCConfig(BaseConfig):
     kmeans_n_init: int = 20
     preview_images: int = 8
 
+    def validate(self):
+        super().validate()
+        self.check_choice("init", self.init, INITS)
+        self.check_choice("normalization", self.normalization, dbc_loss.NORMALIZATIONS)
+        if self.alpha <= 1.0:
+            raise InputError(f"alpha must be > 1 (eq. 2 boosts only then), got {self.alpha}")
+        if self.ae_epochs < 0:
+            raise InputError(f"ae_epochs must be >= 0, got {self.ae_epochs}")
+
     def stage1_epochs(self) -> int:
         return {"full": self.ae_epochs, "half": self.ae_epochs // 2, "random": 0}[self.init]
 
@@ -90,17 +100,15 @@ def paper_preset(info) -> DBCConfig:
 
 
 def cpu_preset(info) -> DBCConfig:
-    """Small CPU preset (MNIST-5k in a few minutes on 2 cores).
+    """CPU preset: 6-14 min on MNIST-5k on 2 cores (median ACC 0.654 of 3 seeds; Fashion-MNIST 0.560).
 
-    Changes from `paper` and why:
-      - epoch counts from a budget of 250,000 images per stage (50 epochs of
-        MNIST-5k; at least 5 epochs, e.g. 5 on the 70,000 Fashion-MNIST images);
+    Command: python experiments/train.py --method=dbc --preset=cpu --dataset=mnist5k
+    Changes from `paper` and why (docs/RESULTS.md):
+      - epochs from a budget of 250,000 images per stage (50 epochs of MNIST-5k, at least 5);
       - batch 128 instead of 256: MNIST-5k has only 39 batches of 128 per epoch;
-      - BatchNorm momentum 0.9: stage I is short (a few thousand steps), and
-        the running statistics must have caught up with the weights because
-        stage II runs the encoder in inference mode;
-      - stage II learning rate 0.05 instead of 0.01: with a small dataset there
-        are few steps per epoch, and 0.01 barely moves the features.
+      - BN momentum 0.9: stage I is short, and stage II runs the encoder in inference mode,
+        so the running statistics must have caught up with the weights;
+      - stage II learning rate 0.05 instead of 0.01: few steps per epoch on small data.
     """
     epochs = max(5, round(CPU_IMAGE_BUDGET / max(info.num_samples, 1)))
     return dataclasses.replace(DBCConfig(), batch_size=128, bn_momentum=0.9, learning_rate=0.05, ae_epochs=epochs,
@@ -115,23 +123,12 @@ class DBC(Method):
     name = "dbc"
     config_class = DBCConfig
     presets = {"paper": paper_preset, "cpu": cpu_preset}
-    num_views = 0
-
-    def __init__(self, config, info, num_clusters, strategy, input_shape):
-        super().__init__(config, info, num_clusters, strategy, input_shape)
-        self.phase = "autoencoder" if config.stage1_epochs() > 0 else "cluster"
-        self.targets = None  # [N, K] boosted targets of the current epoch
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self._scores_cache = None  # (epoch, s) of the last end-of-epoch pass
 
     def check_input_shape(self, input_shape):
-        cfg = self.config
         self.require_image_variant(input_shape, variant_for)
-        if cfg.init not in INITS:
-            raise InputError(f"init must be one of {INITS}, got {cfg.init!r}")
-        if cfg.normalization not in dbc_loss.NORMALIZATIONS:
-            raise InputError(f"normalization must be one of {dbc_loss.NORMALIZATIONS}, got {cfg.normalization!r}")
-        if cfg.alpha <= 1.0:
-            raise InputError(f"alpha must be > 1 (eq. 2 boosts only then), got {cfg.alpha}")
 
     def build(self):
         cfg = self.config
@@ -166,10 +163,6 @@ class DBC(Method):
     def finished(self) -> bool:
         return bool(self.converged.numpy())
 
-    def wants_eval(self, epoch: int) -> bool:
-        """No cluster metrics before the centres exist (stage I)."""
-        return bool(self.centres_ready.numpy())
-
     # -- eager stages ------------------------------------------------------------
     def init_centres(self, predict_all, seed: int) -> dict:
         """k-means on the encoder's features of the whole training set -> mu."""
@@ -184,39 +177,46 @@ class DBC(Method):
             return self._scores_cache[1]
         return predict_all()
 
-    def begin_epoch(self, epoch, predict_all):
-        stage1 = self.config.stage1_epochs()
+    def epoch_plan(self, epoch, predict_all):
+        """Stage I: [auto-encoder steps, previews (+ k-means after the last)]; stage II: [targets and KL steps,
+        convergence check]. Cluster metrics exist from the end of stage I on."""
+        n, batch, stage1 = self.info.num_samples, self.config.batch_size, self.config.stage1_epochs()
         if epoch < stage1:
-            self.phase = "autoencoder"
-            return {}
-        self.phase = "cluster"
+            return one_pass(self._autoencoder_step, n, batch, name="autoencoder",
+                            end=lambda: self.end_autoencoder_epoch(epoch, predict_all), end_name="previews",
+                            evaluate=epoch + 1 == stage1)
+        return one_pass(self._cluster_step, n, batch, name="cluster",
+                        begin=lambda: self.begin_cluster_epoch(epoch, predict_all),
+                        end=lambda: self.end_cluster_epoch(epoch, predict_all), end_name="convergence")
+
+    def begin_cluster_epoch(self, epoch, predict_all):
+        """Soft scores s of the whole training set (eq. 1) -> the epoch's boosted targets r (eq. 2)."""
         logs = {}
         if not bool(self.centres_ready.numpy()):  # init="random": k-means on untrained features
             logs.update(self.init_centres(predict_all, self.seed))
         s = self._scores(predict_all, epoch - 1)
         self._epoch_start_assignments = s.argmax(1)
         r = dbc_loss.boosted_target(s, self.config.alpha, self.config.normalization).astype(np.float32)
-        if self.targets is None:
-            with self.strategy.scope():
-                self.targets = tf.Variable(r, trainable=False, name="targets")
-        else:
-            self.targets.assign(r)
+        self.keep_targets("targets", r)
         for j in range(min(self.num_clusters, 10)):
             logs[f"dbc_scores/cluster_{j}"] = s[:, j]  # the paper's Fig. 6 histograms
         return logs
 
-    def end_epoch(self, epoch, predict_all) -> dict:
-        stage1 = self.config.stage1_epochs()
+    def end_autoencoder_epoch(self, epoch, predict_all) -> dict:
+        """Reconstruction previews; k-means on the features after stage I's last epoch."""
         logs = {}
-        if epoch < stage1:
-            n = self.config.preview_images
-            if n:
-                x = predict_all(self._identity_fn, subset=np.arange(n))
-                recon = predict_all(self._recon_fn, subset=np.arange(n))
-                logs["dbc/reconstructions"] = np.concatenate([x, recon], axis=2)  # [n, H, 2W, C] side by side
-            if epoch + 1 == stage1:
-                logs.update(self.init_centres(predict_all, self.seed))
-            return logs
+        n = self.config.preview_images
+        if n:
+            x = predict_all(self._identity_fn, subset=np.arange(n))
+            recon = predict_all(self._recon_fn, subset=np.arange(n))
+            logs["dbc/reconstructions"] = np.concatenate([x, recon], axis=2)  # [n, H, 2W, C] side by side
+        if epoch + 1 == self.config.stage1_epochs():
+            logs.update(self.init_centres(predict_all, self.seed))
+        return logs
+
+    def end_cluster_epoch(self, epoch, predict_all) -> dict:
+        """The fraction of hard assignments that changed in the epoch; converged below `tol`."""
+        logs = {}
         s = predict_all()
         self._scores_cache = (epoch, s)
         changed = dbc_loss.changed_fraction(self._epoch_start_assignments, s.argmax(1))
@@ -226,11 +226,6 @@ class DBC(Method):
         return logs
 
     # -- graph steps ------------------------------------------------------------------
-    def train_step(self, batch):
-        if self.phase == "autoencoder":
-            return self._autoencoder_step(batch)
-        return self._cluster_step(batch)
-
     def _global_batch(self, local):
         ctx = tf.distribute.get_replica_context()
         return tf.cast(tf.shape(local)[0] * ctx.num_replicas_in_sync, tf.float32)

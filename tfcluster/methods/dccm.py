@@ -38,14 +38,16 @@ from tfcluster.data.augment import AugmentConfig
 from tfcluster.errors import InputError
 from tfcluster.evaluation import metrics
 from tfcluster.losses import dccm as dccm_loss
+from tfcluster.losses.common import bce_sum, cosine_similarity
 from tfcluster.methods.base import BaseConfig, Method
+from tfcluster.methods.plan import one_pass
 from tfcluster.methods.clean_targets import CleanTargets, fixed_subset
 from tfcluster.nets.dccm import DEEP_LAYERS, SHALLOW_LAYERS, MIDiscriminator, build_dccm_net, variant_for
 
 TARGETS = ("batch", "epoch")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class DCCMConfig(BaseConfig):
     """DCCM settings.
 
@@ -90,6 +92,16 @@ class DCCMConfig(BaseConfig):
     calibration_samples: int = 2000
     report_samples: int = 2000
 
+    def validate(self):
+        super().validate()
+        self.check_choice("targets", self.targets, TARGETS)
+        self.check_choice("shallow", self.shallow, SHALLOW_LAYERS)
+        self.check_choice("deep", self.deep, DEEP_LAYERS)
+        if not 0.0 < self.thres1 <= 1.0 or not 0.0 < self.thres2 <= 1.0:
+            raise InputError(f"thresholds must be in (0, 1]; got thres1={self.thres1}, thres2={self.thres2}")
+        if self.mi_negatives < 1:
+            raise InputError(f"mi_negatives must be at least 1, got {self.mi_negatives}")
+
 
 def _augment(info) -> AugmentConfig:
     """The paper's "rotation, shift, rescale, etc." at the official code's strengths."""
@@ -109,22 +121,17 @@ def paper_preset(info) -> DCCMConfig:
 
 
 def cpu_preset(info) -> DCCMConfig:
-    """Small CPU preset for MNIST-5k on 2 cores (aim: about 15 minutes).
+    """CPU preset: 11 min on MNIST-5k on 2 idle cores (median ACC 0.614 of 3 seeds; Fashion-MNIST 0.368).
 
     Command: python experiments/train.py --method=dccm --preset=cpu --dataset=mnist5k
-    Measured (docs/RESULTS.md): ACC 0.594 / 0.614 / 0.800 on MNIST-5k (3 seeds); 11 min wall
-    on an idle 2-core machine (19-21 min while two or three other runs shared the cores).
-    Changes from `paper` and why:
-      - targets="epoch": predictions of the clean images once per epoch with
-        recalibrated BatchNorm (see the module docstring), as DAC's cpu preset;
-      - width 0.5, batch 64, discriminator width 128 on the first pooling's
-        map (the official code's shallow layer, 4x fewer locations than the
-        paper's): about 6x less compute per image;
-      - learning rate 1e-3: 1e-4 barely moves a network in the few thousand
-        steps a CPU budget allows;
-      - a budget of ~100,000 training images (20 epochs of MNIST-5k, at least
-        2 epochs);
-      - BatchNorm momentum 0.9; evaluation every 5 epochs.
+    Changes from `paper` and why (docs/RESULTS.md):
+      - targets="epoch": targets from the clean images' predictions once per epoch with
+        recalibrated BatchNorm, as the official code computes them once per large batch;
+      - width 0.5, batch 64, discriminator width 128 on the first pooling's map (the official
+        code's shallow layer): about 6x less compute per image;
+      - RMSprop 1e-3 instead of 1e-4: 1e-4 barely moves the network in a CPU budget's steps;
+      - ~100,000 training images (20 epochs of MNIST-5k, at least 2); BN momentum 0.9;
+        evaluation every 5 epochs.
     """
     epochs = max(2, round(CPU_IMAGE_BUDGET / max(info.num_samples, 1)))
     return dataclasses.replace(paper_preset(info), targets="epoch", width=0.5, batch_size=64, disc_units=128,
@@ -153,23 +160,13 @@ class DCCM(Method):
     config_class = DCCMConfig
     presets = {"paper": paper_preset, "cpu": cpu_preset, **{f"m{i}": ablation_preset(i) for i in range(1, 5)}}
 
-    def __init__(self, config, info, num_clusters, strategy, input_shape):
-        super().__init__(config, info, num_clusters, strategy, input_shape)
-        self.num_views = 1 if config.local_robustness else 0
-        self.epoch_targets = None
-
     def check_input_shape(self, input_shape):
-        cfg = self.config
         self.require_image_variant(input_shape, variant_for)
-        if cfg.targets not in TARGETS:
-            raise InputError(f"targets must be one of {TARGETS}, got {cfg.targets!r}")
-        if cfg.shallow not in SHALLOW_LAYERS or cfg.deep not in DEEP_LAYERS:
-            raise InputError(f"shallow must be one of {SHALLOW_LAYERS} and deep one of {DEEP_LAYERS}; "
-                             f"got {cfg.shallow!r}, {cfg.deep!r}")
-        if not 0.0 < cfg.thres1 <= 1.0 or not 0.0 < cfg.thres2 <= 1.0:
-            raise InputError(f"thresholds must be in (0, 1]; got thres1={cfg.thres1}, thres2={cfg.thres2}")
-        if cfg.mi_negatives < 1:
-            raise InputError(f"mi_negatives must be at least 1, got {cfg.mi_negatives}")
+
+    @property
+    def num_views(self) -> int:
+        """One transformed view per image with local robustness (eq. 12), else none."""
+        return 1 if self.config.local_robustness else 0
 
     def build(self):
         cfg = self.config
@@ -198,15 +195,18 @@ class DCCM(Method):
         return {"model": self.model}
 
     # -- eager stages ---------------------------------------------------------------------
+    def epoch_plan(self, epoch, predict_all):
+        """[(the epoch's targets and) steps over all samples, end-of-epoch predictions]."""
+        return one_pass(self.train_step, self.info.num_samples, self.config.batch_size, self.num_views,
+                        begin=lambda: self.begin_epoch(epoch, predict_all),
+                        end=lambda: self.end_epoch(epoch, predict_all), end_name="targets")
+
     def begin_epoch(self, epoch, predict_all):
+        """With targets="epoch": the clean images' predictions become the epoch's targets."""
         if self.config.targets != "epoch":
             return {}
         probs = self.clean_targets.next(predict_all).astype(np.float32)
-        if self.epoch_targets is None:
-            with self.strategy.scope():
-                self.epoch_targets = tf.Variable(probs, trainable=False, name="epoch_targets")
-        else:
-            self.epoch_targets.assign(probs)
+        self.keep_targets("epoch_targets", probs)
         return self._target_logs(probs, "dccm/epoch_targets_")
 
     def _target_logs(self, probs, prefix):
@@ -231,12 +231,14 @@ class DCCM(Method):
             self.clean_targets.keep(probs)
         return self._target_logs(probs, "dccm/")
 
-    def label_report(self, probabilities, labels):
-        """BCubed precision/recall of the pseudo-graph on a fixed sample (the paper's Fig. 5)."""
+    def evaluation_extras(self, probabilities, labels, images, predict_all):
+        """BCubed precision/recall of the pseudo-graph on a fixed sample (the paper's Fig. 5; labelled data only)."""
+        if labels is None:
+            return {}, {}
         if self._report_subset is not None:
             probabilities, labels = probabilities[self._report_subset], labels[self._report_subset]
         precision, recall = metrics.graph_bcubed(labels, self._graph(probabilities))
-        return {"pseudo_graph_bcubed_precision": precision, "pseudo_graph_bcubed_recall": recall}
+        return {"pseudo_graph_bcubed_precision": precision, "pseudo_graph_bcubed_recall": recall}, {}
 
     # -- graph step ---------------------------------------------------------------------------
     def train_step(self, batch):
@@ -265,18 +267,18 @@ class DCCM(Method):
             big_bf = tf.cast(big_b, tf.float32)
             pairs = big_bf * (big_bf - 1.0)
 
-            target_sim = dccm_loss.cosine_similarity(target, target_all)  # [b, B]
+            target_sim = cosine_similarity(target, target_all)  # [b, B]
             graph = dccm_loss.pseudo_graph(target_sim, cfg.thres1)
             labels, confident = dccm_loss.pseudo_labels(target, cfg.thres2)
             not_self = dccm_loss.off_diagonal_mask(b, big_b, offset)
 
-            pg = dccm_loss.graph_bce_sum(dccm_loss.cosine_similarity(z, z_all), graph, not_self) / pairs
+            pg = bce_sum(cosine_similarity(z, z_all), graph, not_self) / pairs
             pl = dccm_loss.label_ce_sum(z, labels, confident) / big_bf
             logs = {"dccm/graph": pg, "dccm/label": pl}
             if cfg.local_robustness:
                 z_t_all = gathered[3]
-                logs["dccm/graph_transformed"] = dccm_loss.graph_bce_sum(
-                    dccm_loss.cosine_similarity(z_t, z_t_all), graph, not_self) / pairs
+                logs["dccm/graph_transformed"] = bce_sum(
+                    cosine_similarity(z_t, z_t_all), graph, not_self) / pairs
                 logs["dccm/label_transformed"] = dccm_loss.label_ce_sum(z_t, labels, confident) / big_bf
             loss = cfg.graph_weight * (pg + logs.get("dccm/graph_transformed", 0.0))
             if cfg.label_weight:

@@ -1,9 +1,9 @@
 """GATCluster: self-supervised Gaussian-attention network for clustering (Niu et al., 2020).
 
-The two-step learning algorithm (Algorithm 1) runs as rounds of the loop
-(`Method.rounds`): each epoch is split into large batches of M samples, and
-for each:
-  step 1 (`begin_round`, eager, no gradients, inference mode, un-augmented
+The two-step learning algorithm (Algorithm 1) is the epoch plan: each epoch
+is split into large batches of M samples (stages of order "chunk"), and for
+each:
+  step 1 (the stage's `begin`: `begin_round`, eager, no gradients, inference mode, un-augmented
     images): label features l [M, K] predicted in sub-batches of m1 and
     concatenated; the balanced targets of eq. (5), the sharpened attention
     targets of eq. (11), and cluster ids from k-means on the M label features
@@ -29,10 +29,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfcluster import visualize
+from tfcluster.data import pipeline
 from tfcluster.data.augment import AugmentConfig
 from tfcluster.errors import InputError
 from tfcluster.losses import gatcluster as gat_loss
-from tfcluster.methods.base import BaseConfig, Method, RoundPlan
+from tfcluster.methods.base import BaseConfig, Method
+from tfcluster.methods.plan import EpochPlan, Stage, eager
 from tfcluster.methods.clean_targets import fixed_subset
 from tfcluster.nets.batchnorm import MODES as CALIBRATION_MODES
 from tfcluster.nets.batchnorm import BatchNormCalibrator
@@ -44,7 +46,7 @@ ATTENTION_LAYERS = ("attention_params", "gaussian_attention", "attention_probabi
                     "attention_probabilities_fc2", "attention_probabilities_fc3")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class GATClusterConfig(BaseConfig):
     """GATCluster settings (section 4.2 unless noted).
 
@@ -108,6 +110,18 @@ class GATClusterConfig(BaseConfig):
     calibration_samples: int = 2000
     calibration_mode: str = "one_pass"
 
+    def validate(self):
+        super().validate()
+        if self.recipe:
+            self.check_choice("recipe", self.recipe, RECIPES)
+        self.check_choice("target_bn", self.target_bn, TARGET_BN)
+        self.check_choice("calibration_mode", self.calibration_mode, CALIBRATION_MODES)
+        self.check_choice("kmeans_on", self.kmeans_on, KMEANS_INPUTS)
+        if self.large_batch < self.batch_size:
+            raise InputError(f"large_batch (M={self.large_batch}) must be at least batch_size (m2={self.batch_size})")
+        if self.target_batch < 1 or self.repeats < 1:
+            raise InputError(f"target_batch and repeats must be positive; got {self.target_batch}, {self.repeats}")
+
 
 # M per dataset (section 4.2); a source name containing the key selects it.
 PAPER_LARGE_BATCH = {"imagenet_dog": 1500, "imagenet10": 1000, "stl10": 1000, "cifar100": 6000, "cifar10": 4000}
@@ -115,14 +129,13 @@ PAPER_LARGE_BATCH = {"imagenet_dog": 1500, "imagenet10": 1000, "stl10": 1000, "c
 PAPER_ROUNDS = 6000
 
 
-def _augment(info, grayscale: bool) -> AugmentConfig:
-    """Flip, affine, colour jitter, then grayscale (section 4.2), at the official code's strengths.
-
-    Horizontal flips and hue only for colour images (digits are not mirror-symmetric).
+def _augment(info) -> AugmentConfig:
+    """Flip, affine, colour jitter (then grayscale: a preprocessing setting), section 4.2, at the official
+    code's strengths. Horizontal flips and hue only for colour images (digits are not mirror-symmetric).
     """
     rgb = info.image_shape[-1] == 3
     return AugmentConfig(flip_horizontal=rgb, rotation=10.0, shift=0.1, scale=(0.8, 1.2), shear=10.0,
-                         brightness=0.3, contrast=0.3, hue=0.2 if rgb else 0.0, grayscale=grayscale and rgb)
+                         brightness=0.3, contrast=0.3, hue=0.2 if rgb else 0.0)
 
 
 def _large_batch_for(info) -> int:
@@ -146,8 +159,9 @@ def paper_preset(info) -> GATClusterConfig:
     rounds_per_epoch = max(1, info.num_samples // max(m, 1))
     size = info.image_shape[0] if len(info.image_shape) == 3 else 0
     recipe = ("imagenet_dog_128" if size >= 128 else "imagenet_dog") if dog else ""
+    rgb = len(info.image_shape) == 3 and info.image_shape[-1] == 3
     return GATClusterConfig(large_batch=m, epochs=max(1, round(PAPER_ROUNDS / rounds_per_epoch)),
-                            augment=_augment(info, grayscale=not dog), recipe=recipe)
+                            augment=_augment(info), grayscale=rgb and not dog, recipe=recipe)
 
 
 # Training images the cpu preset aims at (step-2 mini-batch images).
@@ -155,20 +169,16 @@ CPU_IMAGE_BUDGET = 160_000
 
 
 def cpu_preset(info) -> GATClusterConfig:
-    """Small CPU preset for MNIST-5k on 2 cores (aim: about 15 minutes).
+    """CPU preset: 13-15 min on MNIST-5k on 2 cores (median ACC 0.548 of 3 seeds; Fashion-MNIST 0.585).
 
     Command: python experiments/train.py --method=gatcluster --preset=cpu --dataset=mnist5k
-    Changes from `paper` and why: width 0.5 (4x less compute per image),
-    BatchNorm recalibrated on each round's clean images before its targets
-    (`target_bn`; with a short budget the moving statistics of augmented
-    batches make some rounds' inference-mode targets collapse), in one
-    training-mode pass (`calibration_mode`; step 1 took 5.5-6 s of a round
-    with the layer-by-layer calibration on 2 cores, 2-3.5 s with one pass,
-    against 8-16 s for step 2: docs/RESULTS.md),
-    M = 1000 with m1 = 500, a budget of ~160,000 step-2 images: 4 passes per
-    large batch instead of 8 on small data (the targets are refreshed twice as
-    often per image seen), fewer on large data so that one epoch fits the
-    budget (Fashion-MNIST: 2 passes, one epoch); evaluation every 2 epochs.
+    Changes from `paper` and why (docs/RESULTS.md):
+      - width 0.5: 4x less compute per image;
+      - target_bn="recalibrate" (one training-mode pass): with the moving statistics of
+        augmented batches some rounds' inference-mode targets collapsed at this budget;
+      - M = 1000, m1 = 500, and ~160,000 step-2 images: 4 passes per large batch instead of 8
+        on small data (targets refreshed twice as often per image seen), fewer on large data
+        so that one epoch fits (Fashion-MNIST: 2 passes, one epoch); evaluation every 2 epochs.
     """
     cfg = paper_preset(info)
     m = min(1000, max(info.num_samples, 1))
@@ -184,7 +194,7 @@ def _ablation(name: str, doc: str, **changes):
     def preset(info) -> GATClusterConfig:
         cfg = cpu_preset(info)
         if name == "color":
-            return dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, grayscale=False))
+            return dataclasses.replace(cfg, grayscale=False)
         return dataclasses.replace(cfg, **changes)
 
     preset.__doc__ = f"Table 2's {doc!r} at the cpu preset's scale."
@@ -205,26 +215,18 @@ class GATCluster(Method):
     presets = {"paper": paper_preset, "cpu": cpu_preset, **ABLATIONS}
     num_views = 1
 
-    def check_input_shape(self, input_shape):
-        cfg = self.config
-        recipe = cfg.recipe or self.require_image_variant(input_shape, recipe_for)
-        if recipe not in RECIPES:
-            raise InputError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
-        if cfg.target_bn not in TARGET_BN:
-            raise InputError(f"target_bn must be one of {TARGET_BN}, got {cfg.target_bn!r}")
-        if cfg.calibration_mode not in CALIBRATION_MODES:
-            raise InputError(f"calibration_mode must be one of {CALIBRATION_MODES}, got {cfg.calibration_mode!r}")
-        if cfg.kmeans_on not in KMEANS_INPUTS:
-            raise InputError(f"kmeans_on must be one of {KMEANS_INPUTS}, got {cfg.kmeans_on!r}")
-        n = int(self.info.num_samples) or None
-        if cfg.large_batch < cfg.batch_size:
-            raise InputError(f"large_batch (M={cfg.large_batch}) must be at least batch_size (m2={cfg.batch_size})")
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg, n = self.config, int(self.info.num_samples) or None
         if n is not None and cfg.large_batch > n:
             raise InputError(f"large_batch (M={cfg.large_batch}) is larger than the data ({n} samples)")
         if cfg.large_batch < self.num_clusters:
             raise InputError(f"large_batch (M={cfg.large_batch}) must be at least num_clusters ({self.num_clusters})")
-        if cfg.target_batch < 1 or cfg.repeats < 1:
-            raise InputError(f"target_batch and repeats must be positive; got {cfg.target_batch}, {cfg.repeats}")
+
+    def check_input_shape(self, input_shape):
+        recipe = self.config.recipe or self.require_image_variant(input_shape, recipe_for)
+        if recipe not in RECIPES:
+            raise InputError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
 
     def build(self):
         cfg, k, m = self.config, self.num_clusters, self.config.large_batch
@@ -260,9 +262,18 @@ class GATCluster(Method):
     def export_objects(self):
         return {"model": self.model}
 
-    def rounds(self):
+    def epoch_plan(self, epoch, predict_all):
+        """Algorithm 1: per large batch, step 1 (targets) then `repeats` passes of step 2; then recalibration."""
         cfg = self.config
-        return RoundPlan(size=cfg.large_batch, repeats=cfg.repeats)
+        stages = []
+        for r, indices in enumerate(pipeline.chunk_order(int(self.info.num_samples), cfg.large_batch, self.seed,
+                                                         epoch)):
+            stages.append(Stage(step=self.train_step, steps=cfg.repeats * (cfg.large_batch // cfg.batch_size),
+                                batch_size=cfg.batch_size, indices=indices, repeats=cfg.repeats,
+                                num_views=self.num_views, order="chunk", chunk=r, name=f"large batch {r + 1}",
+                                begin=lambda r=r, indices=indices: self.begin_round(epoch, r, indices, predict_all)))
+        stages.append(eager(lambda: self.end_epoch(epoch, predict_all), "calibrate"))
+        return EpochPlan(tuple(stages))
 
     # -- step 1 ------------------------------------------------------------------------------
     def compute_targets(self, label_features: np.ndarray, seed: int) -> tuple[dict, dict]:
@@ -343,8 +354,10 @@ class GATCluster(Method):
                 "attention_probabilities": out["attention_probabilities"],
                 "attention_params": out["attention_params"]}
 
-    def eval_logs(self, probabilities, labels, images, predict_all):
+    def evaluation_extras(self, probabilities, labels, images, predict_all):
         """Fig. 4: each cluster's most confident images with their attention maps; appendix A's circle plot."""
+        if images is None:
+            return {}, {}
         clusters, confidence = probabilities.argmax(1), probabilities.max(1)
         per = self.config.gallery_per_cluster
         rows = []
@@ -356,8 +369,7 @@ class GATCluster(Method):
         if len(chosen):
             maps = predict_all(self._attention_fn, subset=chosen)
             overlaid = visualize.overlay_attention(images[chosen], maps)
-            split = np.split(overlaid, np.cumsum([len(r) for r in rows])[:-1])
-            logs["gatcluster/attention_gallery"] = visualize.grid(split, per)
+            logs["gatcluster/attention_gallery"] = np.split(overlaid, np.cumsum([len(r) for r in rows])[:-1])
         colours = labels if labels is not None else clusters
         logs["gatcluster/label_feature_circle"] = visualize.circle_image(probabilities, colours)
-        return logs
+        return {}, logs

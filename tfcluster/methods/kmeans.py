@@ -15,16 +15,22 @@ import numpy as np
 import tensorflow as tf
 from sklearn.cluster import KMeans
 
+from tfcluster.errors import InputError
 from tfcluster.methods.base import BaseConfig, Method
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class KMeansConfig(BaseConfig):
     """Attributes: n_init restarts, max_iter per restart (scikit-learn's)."""
 
     epochs: int = 0
     n_init: int = 10
     max_iter: int = 300
+
+    def validate(self):
+        super().validate()
+        if self.n_init < 1 or self.max_iter < 1:
+            raise InputError(f"n_init and max_iter must be positive; got {self.n_init}, {self.max_iter}")
 
 
 def _preset(info) -> KMeansConfig:
@@ -46,11 +52,12 @@ class KMeansPixels(Method):
     def checkpoint_objects(self):
         return {"centres": self.centres}
 
-    def fit(self, x, seed: int = 0):
+    def fit(self, x):
+        """k-means++ (seeded by the run's seed) on inputs [N, ...] flattened. Returns logs."""
         if x.shape[0] < self.num_clusters:
-            raise ValueError(f"{x.shape[0]} samples cannot form {self.num_clusters} clusters")
+            raise InputError(f"{x.shape[0]} samples cannot form {self.num_clusters} clusters")
         km = KMeans(self.num_clusters, n_init=self.config.n_init, max_iter=self.config.max_iter,
-                    random_state=seed)
+                    random_state=self.seed)
         km.fit(x.reshape(x.shape[0], -1))
         self.centres.assign(km.cluster_centers_.astype(np.float32))
         return {"kmeans/inertia": float(km.inertia_), "kmeans/iterations": int(km.n_iter_)}

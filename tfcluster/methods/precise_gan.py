@@ -24,7 +24,7 @@ gradient penalty included (it is per example; the sum is over the global batch).
 
 The EMD estimate of the paper's Fig. 3 (b, f) is E D(real) - E D(fake) with
 real samples the critic never trains on: `holdout` samples are kept out of the
-training pipeline (`Method.held_out`).
+epoch plan's stage (`PreciseGAN.held_out`).
 """
 
 from __future__ import annotations
@@ -40,11 +40,12 @@ from tfcluster.data.augment import AugmentConfig
 from tfcluster.errors import InputError
 from tfcluster.losses import precise_gan as gan_loss
 from tfcluster.methods.base import BaseConfig, Method
+from tfcluster.methods.plan import EpochPlan, Stage, eager
 from tfcluster.methods.clean_targets import fixed_subset
 from tfcluster.nets.precise_gan import build_classifier, build_critic, build_generator, variant_for
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class PreciseGANConfig(BaseConfig):
     """Settings of Algorithm 1 (defaults: the paper's, with WGAN-GP's MNIST networks).
 
@@ -69,9 +70,11 @@ class PreciseGANConfig(BaseConfig):
       holdout: real samples kept out of training, for the EMD estimate (0: use
         the first eval_fakes training samples instead, and say so in the tag).
       eval_fakes: generated samples per evaluation (fake accuracy, entropy, EMD).
-      eval_every_iterations: evaluate and checkpoint every this many generator
-        steps, rounded to whole passes over the training samples (one pass is
-        floor(#training samples / (n N_critic)) steps): one epoch of the loop.
+      eval_every_iterations: generator steps in one epoch of the loop, rounded
+        to whole passes over the training samples (one pass is
+        floor(#training samples / (n N_critic)) steps); with the default
+        eval_every = checkpoint_every = 1 the run evaluates and checkpoints
+        after each such epoch.
       samples_per_cluster: columns of the TensorBoard grid of generated images.
     """
 
@@ -98,6 +101,16 @@ class PreciseGANConfig(BaseConfig):
     eval_every_iterations: int = 10_000
     samples_per_cluster: int = 10
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+
+    def validate(self):
+        super().validate()
+        for field in ("generator_iterations", "critic_iterations", "classifier_iterations", "eta_tau",
+                      "eval_every_iterations"):
+            if int(getattr(self, field)) < 1:
+                raise InputError(f"{field} must be positive, got {getattr(self, field)}")
+        self.check_choice("generator_output_bias", self.generator_output_bias, ("zero", "data_mean"))
+        if self.noise_dim < 0 or self.holdout < 0:
+            raise InputError(f"noise_dim and holdout must be >= 0; got {self.noise_dim}, {self.holdout}")
 
 
 def paper_preset(info) -> PreciseGANConfig:
@@ -130,35 +143,19 @@ ETA_STAIRS = 30
 
 
 def cpu_preset(info) -> PreciseGANConfig:
-    """Small CPU preset: MNIST-5k in 12-16 minutes on 2 idle cores (741 s on one machine,
-    825-934 s for the same-sized Artifact-MNIST on a slower one; Fashion-MNIST 16-18 minutes;
-    docs/RESULTS.md).
+    """CPU preset: 12-16 min on MNIST-5k on 2 cores (median ACC 0.477 of 3 seeds; Fashion-MNIST
+    0.417, Artifact-MNIST 0.340 = chance); 8 Gaussians: about 2 min, ACC 1.0 in 4 of 5 seeds.
 
     Command: python experiments/train.py --method=precise_gan --preset=cpu --dataset=mnist5k
-    Changes from `paper` and why:
-      - images: DIM 16 instead of 64 (about 16x less compute in the middle
-        layers) and 32 noise dims; N = 3,000 generator iterations instead of
-        900,000 (about 0.2 s each on 2 idle cores), so tau = N / 30 keeps the
-        paper's 30 stairs of eta (ends at eta0 1.2^29, as the paper's run
-        does), as the paper itself shortens tau in proportion for ORL; Adam's
-        step 1e-3 instead of 1e-4 (betas kept): at 1e-4 the generator still
-        drew checkerboard textures after 900-3,000 iterations (held-out EMD
-        19-29, ACC 0.30-0.33 on MNIST-5k, seed 0), at 1e-3 it drew digits
-        (EMD 15 after 900, 7.7 after 3,000) and ACC rose to 0.48; G's
-        output starts at the mean pixel (`generator_output_bias=data_mean`):
-        with WGAN-GP's zero bias the first few hundred of these few
-        iterations went into darkening 0.5-grey outputs, and ACC on MNIST-5k
-        fell from 0.26 to 0.18 between iterations 250 and 500 (0.29 -> 0.32
-        with the mean-pixel start; docs/RESULTS.md);
-      - vectors (8 Gaussians): N = 6,000 with the same 30 stairs, hidden
-        width 128 instead of 512 and n = 64 instead of 256 (0.23 s per
-        generator iteration at 512 / 256, 0.02 s at 128 / 64), and the
-        public code's gradient-penalty weight lambda = 10 instead of the
-        paper's 100: at 3,000 iterations, 3 seeds ended at median ACC 0.75
-        with lambda = 100 (blobs merged, generated points far from the blobs)
-        and 5 seeds at median 1.0 with lambda = 10 (min 0.88); at 6,000 iterations with
-        lambda = 10: 1.0 in four seeds of five, 0.96 in the fifth
-        (docs/RESULTS.md).
+    Changes from `paper` and why (docs/RESULTS.md):
+      - images: DIM 16, 32 noise dims and N = 3,000 generator iterations instead of 64, 128 and
+        900,000 (a CPU budget), tau = N / 30 to keep the paper's 30 eta stairs (the paper itself
+        shortens tau for ORL); Adam 1e-3 instead of 1e-4: at 1e-4 G still drew checkerboard
+        textures after 3,000 iterations (held-out EMD 19-29), at 1e-3 it draws digits (EMD 7-9);
+        G's output bias at the mean pixel: with 0.5-grey outputs the first few hundred
+        iterations went into darkening them and ACC dipped;
+      - vectors: N = 6,000, hidden width 128, n = 64 (10x cheaper than 512 / 256), and the
+        public code's lambda = 10: with the paper's 100, blobs merged (median ACC 0.75).
     Images keep lambda = 100, N_critic 5, N_class 4; vectors keep Adam(1e-4, 0.5, 0.9).
     """
     cfg = paper_preset(info)
@@ -189,22 +186,9 @@ class PreciseGAN(Method):
     name = "precise_gan"
     config_class = PreciseGANConfig
     presets = {"paper": paper_preset, "cpu": cpu_preset, **NOISE_PRESETS}
-    num_views = 0
-
-    def check_input_shape(self, input_shape):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         cfg = self.config
-        if self.info.modality == "image":
-            self.require_image_variant(input_shape, variant_for)
-        elif len(input_shape) != 1:
-            raise InputError(f"precise_gan takes vectors [D] or images [H, W, C]; got inputs of shape {input_shape}")
-        for field in ("batch_size", "generator_iterations", "critic_iterations", "classifier_iterations",
-                      "eta_tau", "eval_every_iterations"):
-            if int(getattr(cfg, field)) < 1:
-                raise InputError(f"{field} must be positive, got {getattr(cfg, field)}")
-        if cfg.generator_output_bias not in ("zero", "data_mean"):
-            raise InputError(f"generator_output_bias must be zero or data_mean, got {cfg.generator_output_bias!r}")
-        if cfg.noise_dim < 0 or cfg.holdout < 0:
-            raise InputError(f"noise_dim and holdout must be >= 0; got {cfg.noise_dim}, {cfg.holdout}")
         try:
             self.prior = gan_loss.normalized_prior(cfg.prior, self.num_clusters)
         except ValueError as e:
@@ -215,17 +199,24 @@ class PreciseGAN(Method):
         n = int(self.info.num_samples)
         if n and cfg.holdout >= n:
             raise InputError(f"holdout={cfg.holdout} leaves no training data ({n} samples)")
-        if n and self.train_batch_size() > n - cfg.holdout:
-            raise InputError(f"one generator iteration needs n x N_critic = {self.train_batch_size()} real samples, "
-                             f"more than the {n - cfg.holdout} training samples; lower batch_size")
+        if n and self.samples_per_iteration() > n - cfg.holdout:
+            raise InputError(f"one generator iteration needs n x N_critic = {self.samples_per_iteration()} real "
+                             f"samples, more than the {n - cfg.holdout} training samples; lower batch_size")
+
+    def check_input_shape(self, input_shape):
+        if self.info.modality == "image":
+            self.require_image_variant(input_shape, variant_for)
+        elif len(input_shape) != 1:
+            raise InputError(f"precise_gan takes vectors [D] or images [H, W, C]; got inputs of shape {input_shape}")
 
     # -- schedule ---------------------------------------------------------------------------------
-    def train_batch_size(self) -> int:
+    def samples_per_iteration(self) -> int:
+        """Real samples one generator iteration takes: n for each of the N_critic critic steps."""
         return int(self.config.batch_size * self.config.critic_iterations)
 
     def _per_pass(self) -> int:
         """Generator iterations in one pass over the training samples."""
-        return max(1, (int(self.info.num_samples) - int(self.config.holdout)) // self.train_batch_size())
+        return max(1, (int(self.info.num_samples) - int(self.config.holdout)) // self.samples_per_iteration())
 
     def passes_per_epoch(self) -> int:
         """An epoch of the loop is about eval_every_iterations: whole passes (the loop's
@@ -234,14 +225,10 @@ class PreciseGAN(Method):
 
     def iterations_per_epoch(self) -> int:
         n = int(self.info.num_samples) - int(self.config.holdout)
-        return max(1, self.passes_per_epoch() * n // self.train_batch_size())
+        return max(1, self.passes_per_epoch() * n // self.samples_per_iteration())
 
     def num_epochs(self) -> int:
         return math.ceil(self.config.generator_iterations / self.iterations_per_epoch())
-
-    def steps_in_epoch(self, epoch: int, steps: int) -> int:
-        """The last epoch stops at exactly N generator iterations."""
-        return max(0, min(steps, self.config.generator_iterations - epoch * self.iterations_per_epoch()))
 
     def finished(self) -> bool:
         return int(self.g_optimizer.iterations.numpy()) >= self.config.generator_iterations
@@ -251,13 +238,22 @@ class PreciseGAN(Method):
         subset = fixed_subset(int(self.info.num_samples), int(self.config.holdout))
         return np.zeros([0], np.int64) if subset is None else subset
 
+    def epoch_plan(self, epoch, predict_all):
+        """[`passes_per_epoch` passes over the non-held-out samples, cut to stop at N iterations; Fig. 3's curves]."""
+        held = self.held_out()
+        keep = np.setdiff1d(np.arange(int(self.info.num_samples)), held) if len(held) else None
+        steps = max(0, min(self.iterations_per_epoch(),
+                           self.config.generator_iterations - epoch * self.iterations_per_epoch()))
+        return EpochPlan((
+            Stage(step=self.train_step, steps=steps, batch_size=self.samples_per_iteration(), indices=keep,
+                  repeats=self.passes_per_epoch(), name="iterations"),
+            eager(lambda: self.end_epoch(epoch, predict_all), "curves")))
+
     # -- build --------------------------------------------------------------------------------------
     def build(self):
         cfg, k = self.config, self.num_clusters
-        # An epoch of the loop is one evaluation interval (passes_per_epoch): evaluate and save after each.
-        self.config = cfg = dataclasses.replace(cfg, eval_every=1, checkpoint_every=1)
         if self.preprocessor is None:
-            raise RuntimeError("precise_gan needs the run's Preprocessor (method.preprocessor) before build()")
+            raise InputError("precise_gan needs the run's Preprocessor (preprocessor= when it is made)")
         shape = self.input_shape
         bias = None
         if cfg.generator_output_bias == "data_mean" and self.info.modality == "image":
@@ -408,15 +404,15 @@ class PreciseGAN(Method):
             return self.curves(predict_all, int(self.g_optimizer.iterations.numpy()))
         return {}
 
-    def eval_logs(self, probabilities, labels, images, predict_all):
-        """A grid of generated images: one row per cluster id (Fig. 3 d, h)."""
+    def evaluation_extras(self, probabilities, labels, images, predict_all):
+        """A gallery of generated images: one row per cluster id (Fig. 3 d, h), for image data."""
+        if images is None:
+            return {}, {}
         k, per = min(self.num_clusters, 32), self.config.samples_per_cluster
         ids = np.repeat(np.arange(k), per)
         z = tf.random.stateless_normal([len(ids), self.config.noise_dim], [self.seed, 2**29])
         pixels = self.generator([tf.one_hot(ids, self.num_clusters), z], training=False).numpy()
-        h, w, c = pixels.shape[1:]
-        grid = pixels.reshape(k, per, h, w, c).transpose(0, 2, 1, 3, 4).reshape(1, k * h, per * w, c)
-        return {"precise_gan/samples_per_cluster": grid}
+        return {}, {"precise_gan/samples_per_cluster": list(pixels.reshape((k, per) + pixels.shape[1:]))}
 
     # -- inference ---------------------------------------------------------------------------------
     def predict(self, x):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keras
 
-from tfcluster.nets.layers import RestraintLayer, conv_bn_relu
+from tfcluster.nets.layers import RestraintLayer, conv_bn_relu, scaled
 
 
 def variant_for(input_shape) -> str:
@@ -41,7 +41,7 @@ def build_allconvnet(input_shape, num_clusters: int, width: float = 1.0, bn_mome
     if variant not in ("mnist", "cifar", "stl"):
         raise ValueError(f"unknown ALL-ConvNet variant {variant!r}")
     kernel, reduce = (5, 4) if variant == "stl" else (3, 2)
-    c1, c2 = max(1, int(round(64 * width))), max(1, int(round(128 * width)))
+    c1, c2 = scaled(64, width), scaled(128, width)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = inputs
     plan = [(c1, kernel, 1), (c1, kernel, 1), (c1, kernel, reduce), (c2, kernel, 1), (c2, kernel, 1),

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import keras
 
+from tfcluster.nets.layers import bn_relu, conv_bn_relu, scaled, variant_by_size
+
 # Per variant: input size, conv plan [(kernel, filters, pool after: None | (size, stride, "max"|"avg"))],
 # index of the conv whose output is the paper's shallow layer, fc width.
 TABLE4 = {
@@ -38,14 +40,8 @@ DEEP_LAYERS = ("paper", "logits")
 
 
 def variant_for(input_shape) -> str:
-    """The Table 4 column for an (H, W, C) input, or a clear error."""
-    h, w, _ = input_shape
-    for name, spec in TABLE4.items():
-        if h == w == spec["size"]:
-            return name
-    sizes = ", ".join(f"{s['size']}x{s['size']}" for s in TABLE4.values())
-    raise ValueError(f"DCCM's networks take inputs of {sizes}; got {h}x{w}. "
-                     "Resize the images (e.g. folder:PATH?size=32x32).")
+    """The Table 4 column for an (H, W, C) input, or a clear ValueError."""
+    return variant_by_size(input_shape, {name: spec["size"] for name, spec in TABLE4.items()}, "DCCM's network")
 
 
 def build_dccm_net(input_shape, num_clusters: int, width: float = 1.0, bn_momentum: float = 0.99,
@@ -79,17 +75,11 @@ def build_dccm_net(input_shape, num_clusters: int, width: float = 1.0, bn_moment
     if deep not in DEEP_LAYERS:
         raise ValueError(f"deep must be one of {DEEP_LAYERS}, got {deep!r}")
 
-    def scaled(f):
-        return max(1, int(round(f * width)))
-
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = inputs
     shallow_map = None
     for i, (k, f, pool) in enumerate(spec["convs"]):
-        x = keras.layers.Conv2D(scaled(f), k, padding="valid", use_bias=False, kernel_initializer="he_normal",
-                                name=f"conv{i + 1}")(x)
-        x = keras.layers.BatchNormalization(momentum=bn_momentum, synchronized=True, name=f"conv{i + 1}_bn")(x)
-        x = keras.layers.ReLU(name=f"conv{i + 1}_relu")(x)
+        x = conv_bn_relu(x, scaled(f, width), k, bn_momentum=bn_momentum, name=f"conv{i + 1}_", padding="valid")
         if shallow == "paper" and i == spec["shallow_conv"]:
             shallow_map = x
         if pool is not None:
@@ -101,9 +91,8 @@ def build_dccm_net(input_shape, num_clusters: int, width: float = 1.0, bn_moment
     if x.shape[1] != 1 or x.shape[2] != 1:
         raise ValueError(f"DCCM network ends in a {x.shape[1]}x{x.shape[2]} map, expected 1x1")
     conv = keras.layers.Flatten(name="conv_features")(x)
-    fc = keras.layers.Dense(scaled(spec["fc"]), use_bias=False, name="fc1")(conv)
-    fc = keras.layers.BatchNormalization(momentum=bn_momentum, synchronized=True, name="fc1_bn")(fc)
-    fc = keras.layers.ReLU(name="fc1_relu")(fc)
+    fc = keras.layers.Dense(scaled(spec["fc"], width), use_bias=False, name="fc1")(conv)
+    fc = bn_relu(fc, bn_momentum, "fc1_")
     logits = keras.layers.Dense(num_clusters, use_bias=not logits_bn, name="logits")(fc)
     h = logits
     if logits_bn:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfcluster.nets.layers import bn_relu, conv_bn_relu, scaled, variant_by_size
+
 # (kernel, filters) of the convolutions before each pooling layer, then the feature layer.
 TABLE2 = {
     "mnist": {"size": 28, "padding": "valid", "convs": [(5, 6), (5, 16)], "feature": (4, 120)},
@@ -28,14 +30,8 @@ TABLE2 = {
 
 
 def variant_for(input_shape) -> str:
-    """The Table 2 configuration for an (H, W, C) input, or a clear error."""
-    h, w, _ = input_shape
-    for name, spec in TABLE2.items():
-        if h == w == spec["size"]:
-            return name
-    sizes = ", ".join(f"{s['size']}x{s['size']} ({n})" for n, s in TABLE2.items())
-    raise ValueError(f"the FCAE has configurations for inputs of {sizes}; got {h}x{w}. "
-                     "Resize the images (e.g. folder:PATH?size=28x28).")
+    """The Table 2 configuration for an (H, W, C) input, or a clear ValueError."""
+    return variant_by_size(input_shape, {name: spec["size"] for name, spec in TABLE2.items()}, "the FCAE")
 
 
 @keras.saving.register_keras_serializable(package="tfcluster")
@@ -97,11 +93,6 @@ class MaxUnpool(keras.layers.Layer):
         return {**super().get_config(), "pool_size": self.pool_size}
 
 
-def _bn_relu(x, bn_momentum, name):
-    x = keras.layers.BatchNormalization(momentum=bn_momentum, synchronized=True, name=f"{name}bn")(x)
-    return keras.layers.ReLU(name=f"{name}relu")(x)
-
-
 def build_fcae(input_shape, variant: str | None = None, bn_momentum: float = 0.99,
                width: float = 1.0) -> tuple[keras.Model, keras.Model]:
     """Builds the FCAE.
@@ -121,32 +112,24 @@ def build_fcae(input_shape, variant: str | None = None, bn_momentum: float = 0.9
     padding = spec["padding"]
     channels = input_shape[-1]
 
-    def scaled(f):
-        return max(1, int(round(f * width)))
-
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = inputs
     argmaxes, conv_inputs = [], []
     for i, (k, f) in enumerate(spec["convs"]):
         conv_inputs.append((x.shape[-1], k))
-        x = keras.layers.Conv2D(scaled(f), k, padding=padding, use_bias=False, kernel_initializer="he_normal",
-                                name=f"enc{i + 1}_conv")(x)
-        x = _bn_relu(x, bn_momentum, f"enc{i + 1}_")
+        x = conv_bn_relu(x, scaled(f, width), k, bn_momentum=bn_momentum, name=f"enc{i + 1}_", padding=padding)
         x, argmax = MaxPoolWithArgmax(name=f"enc{i + 1}_pool")(x)
         argmaxes.append(argmax)
     k, f = spec["feature"]
     pre_feature_channels = x.shape[-1]
-    x = keras.layers.Conv2D(scaled(f), k, padding="valid", use_bias=False, kernel_initializer="he_normal",
-                            name="feature_conv")(x)
-    x = _bn_relu(x, bn_momentum, "feature_")
+    x = conv_bn_relu(x, scaled(f, width), k, bn_momentum=bn_momentum, name="feature_", padding="valid")
     if x.shape[1] != 1 or x.shape[2] != 1:
         raise ValueError(f"FCAE feature map is {x.shape[1]}x{x.shape[2]}, expected 1x1")
     features = keras.layers.Flatten(name="features")(x)
 
     # Decoder: mirror image of the encoder.
-    y = keras.layers.Conv2DTranspose(pre_feature_channels, k, padding="valid", use_bias=False,
-                                     kernel_initializer="he_normal", name="dec_feature_deconv")(x)
-    y = _bn_relu(y, bn_momentum, "dec_feature_")
+    y = conv_bn_relu(x, pre_feature_channels, k, bn_momentum=bn_momentum, name="dec_feature_", padding="valid",
+                     transpose=True)
     for i in reversed(range(len(spec["convs"]))):
         y = MaxUnpool(name=f"dec{i + 1}_unpool")([y, argmaxes[i]])
         out_channels, k = conv_inputs[i]
@@ -155,7 +138,7 @@ def build_fcae(input_shape, variant: str | None = None, bn_momentum: float = 0.9
                                          kernel_initializer="glorot_uniform" if last else "he_normal",
                                          name=f"dec{i + 1}_deconv")(y)
         if not last:
-            y = _bn_relu(y, bn_momentum, f"dec{i + 1}_")
+            y = bn_relu(y, bn_momentum, f"dec{i + 1}_")
     autoencoder = keras.Model(inputs, [y, features], name="fcae")
     encoder = keras.Model(inputs, features, name="fcae_encoder")
     return autoencoder, encoder

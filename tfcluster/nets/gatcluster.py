@@ -36,6 +36,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfcluster.nets.layers import conv_bn_relu, scaled
+
 # First block per recipe: [(kernel, padding)] for its three convs; "blocks" = number of conv blocks.
 RECIPES = {
     "stl10": {"first": [(3, 0), (3, 0), (3, 0)], "pad_rest": 0, "blocks": 3},
@@ -128,12 +130,8 @@ class GaussianAttention(keras.layers.Layer):
 
 
 def _conv(x, filters, kernel, padding, bn_momentum, name):
-    if padding:
-        x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
-    x = keras.layers.Conv2D(filters, kernel, padding="valid", use_bias=False, kernel_initializer="he_normal",
-                            name=name)(x)
-    x = keras.layers.BatchNormalization(momentum=bn_momentum, synchronized=True, name=f"{name}_bn")(x)
-    return keras.layers.ReLU(name=f"{name}_relu")(x)
+    """[zero padding] -> valid conv -> BN -> ReLU (layers {name}_pad, {name}_conv, {name}_bn, {name}_relu)."""
+    return conv_bn_relu(x, filters, kernel, bn_momentum=bn_momentum, name=f"{name}_", padding="valid", pad=padding)
 
 
 def _mlp_head(x, num_clusters, name):
@@ -182,18 +180,15 @@ def build_gatcluster_net(input_shape, num_clusters: int, recipe: str | None = No
                          f"recipe {recipe!r} at {size}x{size} (each extra valid 3x3 conv removes 2); "
                          f"choose one of {reachable}")
 
-    def scaled(f):
-        return max(1, int(round(f * width)))
-
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = inputs
     for block in range(spec["blocks"]):
         convs = spec["first"] if block == 0 else [(3, spec["pad_rest"])] * 3
         for i, (k, p) in enumerate(convs):
-            x = _conv(x, scaled(BLOCK_CHANNELS[block]), k, p, bn_momentum, f"block{block + 1}_conv{i + 1}")
+            x = _conv(x, scaled(BLOCK_CHANNELS[block], width), k, p, bn_momentum, f"block{block + 1}_conv{i + 1}")
         x = keras.layers.MaxPooling2D(2, 2, name=f"block{block + 1}_pool")(x)
     for i in range((natural - attention_size) // 2):
-        x = _conv(x, scaled(256), 3, 0, bn_momentum, f"extra_conv{i + 1}")
+        x = _conv(x, scaled(256, width), 3, 0, bn_momentum, f"extra_conv{i + 1}")
     features = _conv(x, num_clusters, 1, 0, bn_momentum, "conv_k")
 
     # Label feature module.

@@ -22,13 +22,44 @@ class RestraintLayer(keras.layers.Layer):
         return input_shape
 
 
-def conv_bn_relu(x, filters: int, kernel: int, strides: int = 1, bn_momentum: float = 0.99, name: str = ""):
-    """Conv (He-normal, no bias) -> synchronized BatchNorm -> ReLU.
+def scaled(filters: int, width: float) -> int:
+    """A layer's width times the network's width multiplier, at least 1."""
+    return max(1, int(round(filters * width)))
+
+
+def variant_by_size(input_shape, sizes: dict, network: str) -> str:
+    """The configuration of `sizes` (name -> square input side) for an (H, W, C) input, or ValueError."""
+    h, w = input_shape[0], input_shape[1]
+    for name, size in sizes.items():
+        if h == w == size:
+            return name
+    listed = ", ".join(f"{size}x{size} ({name})" for name, size in sizes.items())
+    first = next(iter(sizes.values()))
+    raise ValueError(f"{network} has configurations for inputs of {listed}; got {h}x{w}. "
+                     f"Resize the images (e.g. folder:PATH?size={first}x{first}).")
+
+
+def bn_relu(x, bn_momentum: float = 0.99, name: str = ""):
+    """Synchronized BatchNorm -> ReLU, named {name}bn, {name}relu.
 
     BatchNorm is synchronized so that statistics are those of the global batch
     whatever the replica count (the one-device/two-replica equality holds).
     """
-    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                            kernel_initializer="he_normal", name=f"{name}conv")(x)
     x = keras.layers.BatchNormalization(momentum=bn_momentum, synchronized=True, name=f"{name}bn")(x)
     return keras.layers.ReLU(name=f"{name}relu")(x)
+
+
+def conv_bn_relu(x, filters: int, kernel: int, strides: int = 1, bn_momentum: float = 0.99, name: str = "",
+                 padding: str = "same", pad: int = 0, transpose: bool = False):
+    """[zero padding] -> Conv2D or Conv2DTranspose (He-normal, no bias) -> BatchNorm -> ReLU (`bn_relu`).
+
+    Input [B, H, W, C] -> [B, H', W', filters]. Layers are named {name}pad,
+    {name}conv (or {name}deconv), {name}bn, {name}relu. No bias: BatchNorm's
+    beta plays its part (a bias there gets only round-off gradients).
+    """
+    if pad:
+        x = keras.layers.ZeroPadding2D(pad, name=f"{name}pad")(x)
+    layer = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+    x = layer(filters, kernel, strides=strides, padding=padding, use_bias=False, kernel_initializer="he_normal",
+              name=f"{name}{'deconv' if transpose else 'conv'}")(x)
+    return bn_relu(x, bn_momentum, name)

@@ -1,9 +1,10 @@
-"""The training loop: eager begin/end of each epoch, graph steps in between.
+"""The training loop: each epoch runs the method's plan (methods.plan), stage by stage.
 
   for epoch in [resumed epoch, num_epochs):
-      method.begin_epoch(...)            eager: schedules, targets, k-means
-      for global batch in the epoch:     tf.function: strategy.run(train_step)
-      evaluate / summarise / checkpoint  eager, on the host
+      for stage in method.epoch_plan(epoch, ...).stages:
+          stage.begin()                  eager: schedules, targets, k-means, calibration
+          for global batch of the stage: tf.function: strategy.run(stage.step)
+      checkpoint / evaluate / summarise  eager, on the host
 
 Checkpoints (`tf.train.CheckpointManager`, which writes files first and then
 atomically updates its index) hold the method's models, optimizers and state,
@@ -25,7 +26,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfcluster.data import pipeline
-from tfcluster.data.preprocess import Preprocessor
 from tfcluster.data.sources import Source
 from tfcluster.errors import InputError, NonFiniteLossError
 from tfcluster.evaluation import metrics
@@ -86,11 +86,10 @@ class Trainer:
     """Runs a method on a source.
 
     Args:
-      method: a built `Method`.
+      method: a built `Method` (its seed seeds the pipelines' shuffling and
+        augmentation; its preprocessor maps raw pixels to model inputs).
       source: the training data (labels are used only for reporting).
-      preprocessor: raw pixels -> model inputs.
       workdir: where checkpoints and TensorBoard events go.
-      seed: seeds the pipeline's shuffling and augmentation.
       progress: show a progress bar.
       log: function taking a string, for one-line epoch reports.
       restore_dir: the checkpoint directory to resume from; None: workdir/checkpoints.
@@ -98,13 +97,19 @@ class Trainer:
         from the chief's: `training.strategy.worker_workdir`.)
     """
 
-    def __init__(self, method: Method, source: Source, preprocessor: Preprocessor, workdir: str, seed: int = 0,
-                 progress: bool = True, log: Callable[[str], None] = print, restore_dir: str | None = None):
+    def __init__(self, method: Method, source: Source, workdir: str, progress: bool = True,
+                 log: Callable[[str], None] = print, restore_dir: str | None = None):
+        if method.preprocessor is None:
+            raise InputError(f"method {method.name!r} was made without a Preprocessor; pass preprocessor= "
+                             "to its constructor")
+        if len(source) != int(method.info.num_samples):
+            raise InputError(f"the source has {len(source)} samples but {method.name!r} was made for "
+                             f"{method.info.num_samples}")
         self.method = method
         self.source = source
-        self.preprocessor = preprocessor
+        self.preprocessor = method.preprocessor
         self.workdir = workdir
-        self.seed = int(seed)
+        self.seed = method.seed
         self.progress = progress
         self.log = log
         self.strategy = method.strategy
@@ -156,63 +161,37 @@ class Trainer:
         probs = self.predict_all()
         clusters = probs.argmax(1)
         confidence = probs.max(1)
+        labels = self.source.y if self.source.has_labels else None
+        images = self.source.x if self.source.info.modality == "image" else None
         result = metrics.cluster_size_stats(clusters, self.method.num_clusters)
         result["mean_confidence"] = float(confidence.mean())
-        if self.source.has_labels:
-            result.update(metrics.evaluate(self.source.y, clusters))
-            result.update(self.method.label_report(probs, self.source.y))
+        if labels is not None:
+            result.update(metrics.evaluate(labels, clusters))
+        extra_metrics, extra_logs = self.method.evaluation_extras(probs, labels, images, self.predict_all)
+        result.update(extra_metrics)
         if write:
             step = int(self.step.numpy())
             summaries.write_scalars(self.writer, {f"eval/{k}": v for k, v in result.items()}, step)
-            if self.source.info.modality == "image":
-                gallery = summaries.cluster_gallery(self.source.x, clusters, confidence, self.method.num_clusters,
+            if images is not None:
+                gallery = summaries.cluster_gallery(images, clusters, confidence, self.method.num_clusters,
                                                     self.method.config.gallery_per_cluster)
                 summaries.write_gallery(self.writer, "eval/cluster_gallery", gallery, step)
-                extra = self.method.eval_logs(probs, self.source.y if self.source.has_labels else None,
-                                              self.source.x, self.predict_all)
-                summaries.write_logs(self.writer, {f"eval/{k}": v for k, v in extra.items()}, step)
+                summaries.write_logs(self.writer, {f"eval/{k}": v for k, v in extra_logs.items()}, step)
         return result, probs
 
     # -- training ----------------------------------------------------------------------
-    def _distributed_step(self):
-        """The traced global step of the method's current phase (one tf.function per phase)."""
-        phase = self.method.phase
-        if phase not in self._dist_steps:
-            strategy, method = self.strategy, self.method
+    def _distributed_step(self, replica_step: Callable):
+        """The traced global step of a stage's replica step (one tf.function per step function)."""
+        if replica_step not in self._dist_steps:
+            strategy = self.strategy
 
             @tf.function
             def step(batch):
-                per_replica = strategy.run(method.train_step, args=(batch,))
+                per_replica = strategy.run(replica_step, args=(batch,))
                 return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
-            self._dist_steps[phase] = step
-        return self._dist_steps[phase]
-
-    def _epoch_parts(self, epoch: int) -> list:
-        """[(eager hook or None, dataset factory, steps)] making up one epoch."""
-        cfg, method = self.method.config, self.method
-        plan = method.rounds()
-        if plan is None:
-            batch = method.train_batch_size()
-            held = method.held_out()
-            keep = np.setdiff1d(np.arange(len(self.source)), held) if len(held) else None
-            count = len(self.source) if keep is None else len(keep)
-            passes = method.passes_per_epoch()
-            steps = method.steps_in_epoch(epoch, passes * count // batch)
-            return [(None, lambda: pipeline.train_dataset(
-                self.source, self.preprocessor, cfg.augment, batch, self.seed, epoch,
-                num_views=method.num_views, keep=keep, passes=passes).take(steps), steps)]
-        parts = []
-        for r, indices in enumerate(pipeline.round_order(len(self.source), plan.size, self.seed, epoch)):
-            def begin(r=r, indices=indices):
-                return method.begin_round(epoch, r, indices, self.predict_all)
-
-            def make(r=r, indices=indices):
-                return pipeline.round_dataset(self.source, indices, self.preprocessor, cfg.augment, cfg.batch_size,
-                                              self.seed, epoch, r, plan.repeats, num_views=method.num_views)
-
-            parts.append((begin, make, plan.repeats * (plan.size // cfg.batch_size)))
-        return parts
+            self._dist_steps[replica_step] = step
+        return self._dist_steps[replica_step]
 
     def _train_step(self, step_fn, batch, epoch: int) -> dict:
         """One global step: run, count, stop on a non-finite loss, log scalars. Returns its outputs."""
@@ -243,32 +222,33 @@ class Trainer:
             if self.method.finished():
                 self.log(f"{self.method.name} met its stopping rule; nothing left to train")
                 break
-            epoch_logs = self.method.begin_epoch(epoch, self.predict_all)
-            step_fn = self._distributed_step()
-            parts = self._epoch_parts(epoch)
-            epoch_steps = sum(steps for _, _, steps in parts)
-            bar = keras.utils.Progbar(epoch_steps, verbose=1 if self.progress else 0, unit_name="step")
-            t0, done = time.perf_counter(), 0
-            for begin, make_dataset, steps in parts:
-                if begin is not None:
-                    summaries.write_logs(self.writer, begin(), int(self.step.numpy()))
-                for batch in distribute_batches(self.strategy, make_dataset()):
+            plan = self.method.epoch_plan(epoch, self.predict_all)
+            bar = keras.utils.Progbar(plan.steps, verbose=1 if self.progress else 0, unit_name="step")
+            elapsed, done = 0.0, 0
+            for stage in plan.stages:
+                if stage.begin is not None:
+                    summaries.write_logs(self.writer, stage.begin(), int(self.step.numpy()))
+                if not stage.steps:
+                    continue
+                step_fn = self._distributed_step(stage.step)
+                t0 = time.perf_counter()
+                dataset = pipeline.stage_dataset(self.source, self.preprocessor, cfg.augment, stage, self.seed, epoch)
+                for batch in distribute_batches(self.strategy, dataset):
                     out = self._train_step(step_fn, batch, epoch)
                     done += 1
                     bar.update(done, [(k.split("/")[-1], v) for k, v in out.items()])
-            elapsed = time.perf_counter() - t0
+                elapsed += time.perf_counter() - t0
             train_seconds += elapsed
-            images += epoch_steps * self.method.train_batch_size()
-            steps_run += epoch_steps
-            epoch_logs.update(self.method.end_epoch(epoch, self.predict_all))
+            images += plan.images
+            steps_run += plan.steps
             self.epoch.assign(epoch + 1)
-            epoch_logs["train/images_per_second"] = epoch_steps * self.method.train_batch_size() / max(elapsed, 1e-9)
-            epoch_logs["train/steps_per_second"] = epoch_steps / max(elapsed, 1e-9)
+            epoch_logs = {"train/images_per_second": plan.images / max(elapsed, 1e-9),
+                          "train/steps_per_second": plan.steps / max(elapsed, 1e-9)}
             summaries.write_logs(self.writer, epoch_logs, int(self.step.numpy()))
             last = epoch + 1 == num_epochs or self.method.finished()
             if last or (epoch + 1) % cfg.checkpoint_every == 0:
                 self.manager.save(checkpoint_number=int(self.step.numpy()))
-            if last or ((epoch + 1) % cfg.eval_every == 0 and self.method.wants_eval(epoch)):
+            if last or ((epoch + 1) % cfg.eval_every == 0 and plan.evaluate):
                 result, probs = self.evaluate()
                 shown = {k: round(v, 4) for k, v in result.items()
                          if k in ("acc", "nmi", "ari", "nonempty_clusters", "cluster_entropy")}
@@ -288,7 +268,7 @@ class Trainer:
         if not resumed:
             x = np.concatenate([b["image"].numpy() for b in pipeline.eval_dataset(
                 self.source, self.preprocessor, self.method.config.eval_batch_size)])
-            logs = self.method.fit(x, seed=self.seed)
+            logs = self.method.fit(x)
             self.epoch.assign(1)
             summaries.write_scalars(self.writer, logs, 0)
             self.manager.save(checkpoint_number=0)

@@ -1,4 +1,4 @@
-"""TensorBoard summaries: scalars and the per-cluster gallery."""
+"""TensorBoard summaries: scalars, histograms, images and galleries (rows of images)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ def write_scalars(writer, values: dict, step: int) -> None:
 
 def write_logs(writer, values: dict, step: int) -> None:
     """Writes a dict of logs by kind: numbers as scalars, 1-D arrays as
-    histograms, [N, H, W, C] arrays as images (values rescaled to [0, 1])."""
+    histograms, [N, H, W, C] arrays as images (values rescaled to [0, 1]),
+    lists of image rows as one gallery image (`gallery`)."""
     with writer.as_default(step=int(step)):
         for key, value in values.items():
-            arr = np.asarray(value)
+            arr = gallery(value) if isinstance(value, list) else np.asarray(value)
             if arr.ndim == 0:
                 tf.summary.scalar(key, float(arr))
             elif arr.ndim == 1:
@@ -31,6 +32,27 @@ def write_logs(writer, values: dict, step: int) -> None:
     writer.flush()
 
 
+def gallery(rows: list, per_row: int | None = None) -> np.ndarray:
+    """Tiles rows of images into one image: row i of the grid holds rows[i]'s images, left to right.
+
+    Args:
+      rows: float arrays [m_i, H, W, C] in [0, 1] (m_i may be 0; all of one H, W, C).
+      per_row: columns (default: the longest row); longer rows are cut.
+    Returns:
+      float32 [1, len(rows) * H, per_row * W, C]; empty cells are black.
+    """
+    filled = [r for r in rows if len(r)]
+    if not filled:
+        raise ValueError("a gallery needs at least one image")
+    h, w, c = filled[0].shape[1:]
+    per_row = per_row or max(len(r) for r in rows)
+    grid = np.zeros((len(rows) * h, per_row * w, c), np.float32)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row[:per_row]):
+            grid[i * h:(i + 1) * h, j * w:(j + 1) * w] = img
+    return grid[None]
+
+
 def cluster_gallery(images: np.ndarray, clusters: np.ndarray, confidence: np.ndarray, num_clusters: int,
                     per_cluster: int = 8, max_clusters: int = 32) -> np.ndarray:
     """A grid: one row per cluster, its `per_cluster` most confident members.
@@ -41,18 +63,16 @@ def cluster_gallery(images: np.ndarray, clusters: np.ndarray, confidence: np.nda
     Returns:
       float32 [1, rows*H, per_cluster*W, C] in [0, 1] (empty cells are black).
     """
-    n, h, w, c = images.shape
-    rows = min(num_clusters, max_clusters)
-    grid = np.zeros((rows * h, per_cluster * w, c), np.float32)
-    for k in range(rows):
+    rows = []
+    for k in range(min(num_clusters, max_clusters)):
         members = np.flatnonzero(clusters == k)
-        members = members[np.argsort(-confidence[members])][:per_cluster]
-        for j, i in enumerate(members):
-            grid[k * h:(k + 1) * h, j * w:(j + 1) * w] = images[i] / 255.0
-    return grid[None]
+        rows.append(images[members[np.argsort(-confidence[members])][:per_cluster]] / 255.0)
+    if not any(len(r) for r in rows):
+        rows[0] = np.zeros((1,) + images.shape[1:], np.float32)
+    return gallery(rows, per_cluster)
 
 
-def write_gallery(writer, name: str, gallery: np.ndarray, step: int) -> None:
+def write_gallery(writer, name: str, image: np.ndarray, step: int) -> None:
     with writer.as_default(step=int(step)):
-        tf.summary.image(name, gallery, max_outputs=1)
+        tf.summary.image(name, image, max_outputs=1)
     writer.flush()
