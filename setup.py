@@ -14,6 +14,9 @@ setuptools.setup(
         "tensorflow>=2.16",
         "keras>=3.3",
         "tensorflow-datasets>=4.9",
+        # tensorflow-datasets 4.9.10 imports it when it builds a dataset but declares it only for
+        # Python < 3.9 (tensorflow/datasets#11212): without it every download fails.
+        "importlib_resources",
         "numpy",
         "scipy",
         "scikit-learn",

@@ -69,6 +69,20 @@ def test_tfds_path_on_mock_data():
         assert len(sources.load("cifar10?split=test")) == 5
 
 
+def test_tensorflow_datasets_finds_what_it_imports_when_building():
+    """tensorflow-datasets 4.9 imports importlib_resources lazily, in the builder, without declaring it."""
+    from tensorflow_datasets.core import dataset_builder
+
+    assert dataset_builder.importlib_resources.abc.Traversable is not None
+
+
+def test_tfds_offline_without_data_is_refused_at_once_and_clearly(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "TFDS_PROBE_HOST", ("tfcluster-test.invalid", 443))  # never resolves
+    with pytest.raises(InputError, match="needs network access or a prepared TFDS data dir") as err:
+        sources.load(f"mnist?data_dir={tmp_path}")
+    assert isinstance(err.value.__cause__, OSError) and "unreachable" in str(err.value)
+
+
 def test_npz_source_and_its_errors(tmp_path):
     good = tmp_path / "good.npz"
     np.savez(good, x=np.zeros((5, 6, 6, 3), np.uint8), y=np.arange(5))

@@ -261,11 +261,38 @@ def _fashion_mnist(split, dir=FASHION_MNIST_DIR):  # noqa: A002 - option name se
 # tensorflow-datasets sources (need a download or a prepared TFDS_DATA_DIR)
 
 
+# tensorflow-datasets downloads through Google Cloud Storage first; a name that does not resolve means offline.
+TFDS_PROBE_HOST = ("storage.googleapis.com", 443)
+
+
+def _online(host=TFDS_PROBE_HOST, timeout: float = 5.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(host, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _tfds_split(name, split, data_dir=None):
+    """One split as a tf.data.Dataset: prepared data if there are any, else downloaded (if online)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.load(name, split=split, data_dir=data_dir, download=False)
+    except AssertionError:  # tensorflow-datasets' "could not find data in ..."
+        pass
+    if not _online():
+        raise OSError(f"no prepared data in {data_dir or tfds.core.constants.DATA_DIR} and no network "
+                      f"({TFDS_PROBE_HOST[0]} unreachable)")
+    return tfds.load(name, split=split, data_dir=data_dir)
+
+
 def _tfds_arrays(name, split, label_key="label", data_dir=None):
     import tensorflow_datasets as tfds
 
-    ds = tfds.load(name, split=split, data_dir=data_dir)
-    ds = ds.map(lambda e: (e["image"], e[label_key])).batch(10_000)
+    ds = _tfds_split(name, split, data_dir).map(lambda e: (e["image"], e[label_key])).batch(10_000)
     parts = list(tfds.as_numpy(ds))
     return (np.concatenate([p[0] for p in parts]).astype(np.uint8),
             np.concatenate([p[1] for p in parts]).astype(np.int64))
@@ -275,6 +302,9 @@ def _tfds(name, split, label_key="label", num_classes=None, data_dir=None):
     try:
         train = _tfds_arrays(name, "train", label_key, data_dir) if split in ("all", "train") else None
         test = _tfds_arrays(name, "test", label_key, data_dir) if split in ("all", "test") else None
+    except ImportError as e:
+        raise InputError(f"tensorflow-datasets could not import {e.name or e} to load {name!r}: the install is "
+                         "incomplete; re-install tfcluster (pip install -e .) to get what it needs") from e
     except Exception as e:  # download failures come as many types; say what to do
         raise InputError(
             f"could not load {name!r} through tensorflow-datasets ({type(e).__name__}: {e}). "
