@@ -27,6 +27,9 @@ flags.DEFINE_multi_string("set", [], "config override field=value (repeatable), 
 flags.DEFINE_bool("deterministic", False, "enable TF op determinism (identical re-runs)")
 flags.DEFINE_bool("progress", True, "show a progress bar")
 flags.DEFINE_integer("cpu_replicas", 0, "split the CPU into this many logical devices (replicas) for testing")
+flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
+                  "network compute precision: bfloat16 = Keras mixed precision (float32 variables, losses and "
+                  "outputs); auto = bfloat16 where the CPU/GPU has bf16 units and the method was measured no worse")
 flags.DEFINE_bool("circle_plot", True, "save the label-feature circle map (DAC supplement eq. 1) as circle_map.png")
 
 
@@ -42,13 +45,13 @@ def main(argv):
     options = run.RunOptions(method=FLAGS.method, dataset=FLAGS.dataset, workdir=FLAGS.workdir, preset=FLAGS.preset,
                              num_clusters=FLAGS.num_clusters, seed=FLAGS.seed, strategy=FLAGS.strategy,
                              overrides=tuple(FLAGS.set), deterministic=FLAGS.deterministic,
-                             progress=FLAGS.progress, circle_plot=FLAGS.circle_plot)
+                             progress=FLAGS.progress, circle_plot=FLAGS.circle_plot, precision=FLAGS.precision)
     try:
         metrics = run.train(options)
     except TfclusterError as e:
         raise SystemExit(f"error: {e}") from e
     print(json.dumps({k: metrics[k] for k in ("acc", "nmi", "ari", "num_samples", "method", "dataset", "seed",
-                                              "wall_seconds")}, indent=2))
+                                              "precision", "wall_seconds")}, indent=2))
     print(f"exported SavedModel: {metrics['export']}\nmetrics: {os.path.join(metrics['workdir'], 'metrics.json')}")
 
 

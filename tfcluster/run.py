@@ -28,6 +28,7 @@ from tfcluster.data.preprocess import Preprocessor
 from tfcluster.errors import InputError
 from tfcluster.evaluation import metrics
 from tfcluster.export import saved_model
+from tfcluster.training import precision
 from tfcluster.training.loop import Trainer
 from tfcluster.training.strategy import make_strategy, worker_workdir
 
@@ -49,6 +50,9 @@ class RunOptions:
       progress: show a progress bar.
       export: write a SavedModel at the end.
       circle_plot: save the label-feature circle map (DAC supplement eq. 1).
+      precision: auto | float32 | bfloat16 (training.precision): the networks'
+        compute precision; auto picks bfloat16 where the hardware has bf16
+        units and the method was measured no worse in it.
     """
 
     method: str = "dac"
@@ -63,6 +67,7 @@ class RunOptions:
     progress: bool = True
     export: bool = True
     circle_plot: bool = False
+    precision: str = "auto"
 
 
 def resolve_num_clusters(requested: int, source: sources.Source) -> int:
@@ -100,12 +105,16 @@ def build(options: RunOptions, source: sources.Source | None = None):
     input_shape = source.info.image_shape
     if modality == "image":
         input_shape = input_shape[:-1] + (preprocessor.output_channels(input_shape[-1]),)
-    method = method_cls(cfg, source.info, k, strategy, input_shape, seed=options.seed, preprocessor=preprocessor)
-    method.build()
+    run_precision = precision.resolve(options.precision, method_cls.auto_bfloat16)
+    method = method_cls(cfg, source.info, k, strategy, input_shape, seed=options.seed, preprocessor=preprocessor,
+                        precision=run_precision)
+    method.build_in_precision()
     resolved = {
         "method": options.method, "dataset": options.dataset, "preset": options.preset, "num_clusters": k,
         "seed": options.seed, "strategy": options.strategy, "replicas": strategy.num_replicas_in_sync,
         "overrides": list(options.overrides), "deterministic": options.deterministic,
+        "precision": run_precision, "precision_requested": options.precision,
+        "cpu": {"model": precision.cpu_model(), "bf16_hardware": precision.bf16_hardware()},
         "config": config_lib.to_dict(cfg), "preprocessor": preprocessor.config(),
         "num_samples": len(source), "skipped_files": source.info.skipped,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
@@ -113,7 +122,7 @@ def build(options: RunOptions, source: sources.Source | None = None):
     return method, source, preprocessor, resolved
 
 
-_RESUME_KEYS = ("method", "dataset", "preset", "num_clusters", "seed", "config")
+_RESUME_KEYS = ("method", "dataset", "preset", "num_clusters", "seed", "config", "precision")
 
 
 def _check_resume(workdir: str, resolved: dict) -> None:
@@ -123,6 +132,7 @@ def _check_resume(workdir: str, resolved: dict) -> None:
         return
     with open(path, encoding="utf-8") as f:
         old = json.load(f)
+    old = {"precision": "float32", **old}  # runs from before --precision were float32
     old_cmp = json.loads(json.dumps({k: old.get(k) for k in _RESUME_KEYS}))
     new_cmp = json.loads(json.dumps({k: resolved.get(k) for k in _RESUME_KEYS}, default=str))
     if old_cmp != new_cmp:
@@ -143,7 +153,7 @@ def train(options: RunOptions, log=print, source: sources.Source | None = None) 
     if source.info.skipped:
         log(f"skipped {source.info.skipped} unreadable image file(s) in {options.dataset}")
     log(f"{options.method} on {options.dataset}: {len(source)} samples, K={method.num_clusters}, "
-        f"{resolved['replicas']} replica(s), preset {options.preset}")
+        f"{resolved['replicas']} replica(s), preset {options.preset}, precision {method.precision}")
     restore_dir = None if workdir == options.workdir else os.path.join(options.workdir, "checkpoints")
     trainer = Trainer(method, source, workdir, progress=options.progress, log=log, restore_dir=restore_dir)
     result = trainer.run()
@@ -155,7 +165,7 @@ def train(options: RunOptions, log=print, source: sources.Source | None = None) 
         "epochs_run": result.epochs_run, "steps": result.steps, "train_seconds": round(result.train_seconds, 3),
         "train_images_per_second": round(result.train_images_per_second, 1),
         "train_steps_per_second": round(result.train_steps_per_second, 2),
-        "resumed_from": result.resumed_from, "workdir": workdir,
+        "resumed_from": result.resumed_from, "workdir": workdir, "precision": method.precision,
     }
     if source.has_labels and source.info.num_classes >= 2:
         # The data's class balance (precise-feature paper, eq. 9): 1 = uniform; for class_reduced variants.

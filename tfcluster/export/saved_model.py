@@ -56,8 +56,10 @@ class ServingModule(tf.Module):
             setattr(self, f"signature_{name}", fn)
 
     def _serve(self, images):
-        outputs = dict(self._outputs(self.preprocessor(images)))
-        probabilities = tf.cast(outputs.pop("probabilities"), tf.float32)
+        # Every floating output is served as float32, whatever precision the networks compute in.
+        outputs = {k: tf.cast(v, tf.float32) if v.dtype.is_floating else v
+                   for k, v in self._outputs(self.preprocessor(images)).items()}
+        probabilities = outputs.pop("probabilities")
         return {"cluster": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
                 "probabilities": tf.identity(probabilities, name="probabilities"), **outputs}
 

@@ -92,6 +92,8 @@ class Method(abc.ABC):
       seed: the run's seed (eager stages such as k-means, stateless step seeds).
       preprocessor: the run's Preprocessor (raw pixels -> model inputs), which
         the Trainer's pipelines apply and methods that generate images use.
+      precision: "float32" or "bfloat16" (training.precision): the Keras dtype
+        policy the networks are built under (`build_in_precision`).
     """
 
     name: str = ""
@@ -100,9 +102,11 @@ class Method(abc.ABC):
     presets: dict[str, Callable[[DatasetInfo], BaseConfig]] = {}
     # False for methods fitted in one eager stage (k-means), without a step loop.
     trainable: bool = True
+    # Whether --precision=auto may choose bfloat16 (False until measured no worse than float32).
+    auto_bfloat16: bool = False
 
     def __init__(self, config, info: DatasetInfo, num_clusters: int, strategy: tf.distribute.Strategy,
-                 input_shape: tuple, *, seed: int = 0, preprocessor=None):
+                 input_shape: tuple, *, seed: int = 0, preprocessor=None, precision: str = "float32"):
         if num_clusters < 2:
             raise InputError(f"num_clusters must be at least 2, got {num_clusters}")
         if not isinstance(config, self.config_class):
@@ -115,6 +119,9 @@ class Method(abc.ABC):
         self.input_shape = tuple(input_shape)
         self.seed = int(seed)
         self.preprocessor = preprocessor
+        if precision not in ("float32", "bfloat16"):
+            raise InputError(f"a method's precision is float32 or bfloat16, got {precision!r}")
+        self.precision = precision
         self.check_input_shape(self.input_shape)
 
     @classmethod
@@ -141,6 +148,13 @@ class Method(abc.ABC):
     def build(self) -> None:
         """Creates models, optimizers (with their variables) and state in strategy scope."""
 
+    def build_in_precision(self) -> None:
+        """`build()` under the Keras dtype policy of the method's precision."""
+        from tfcluster.training import precision
+
+        with precision.policy(self.precision):
+            self.build()
+
     @abc.abstractmethod
     def checkpoint_objects(self) -> dict:
         """Trackables to checkpoint: models, optimizers, state variables."""
@@ -159,8 +173,9 @@ class Method(abc.ABC):
         replicated variables of the training strategy.
         """
         clone = type(self)(self.config, self.info, self.num_clusters, tf.distribute.get_strategy(),
-                           self.input_shape, seed=self.seed, preprocessor=self.preprocessor)
-        clone.build()
+                           self.input_shape, seed=self.seed, preprocessor=self.preprocessor,
+                           precision=self.precision)
+        clone.build_in_precision()
         theirs, ours = clone.export_objects(), self.export_objects()
         for key, obj in ours.items():
             src = [obj] if isinstance(obj, tf.Variable) else list(obj.weights)

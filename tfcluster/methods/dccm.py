@@ -254,7 +254,7 @@ class DCCM(Method):
                 target = tf.gather(self.epoch_targets, batch["index"])
             else:
                 target = tf.stop_gradient(z)
-            parts = [z, target, out["deep"]]
+            parts = [z, target, tf.cast(out["deep"], tf.float32)]  # float32 under mixed precision
             if cfg.local_robustness:
                 z_t = self.model(batch["views"][:, 0], training=True)["probabilities"]
                 parts.append(z_t)

@@ -224,9 +224,8 @@ class GATCluster(Method):
             raise InputError(f"large_batch (M={cfg.large_batch}) must be at least num_clusters ({self.num_clusters})")
 
     def check_input_shape(self, input_shape):
-        recipe = self.config.recipe or self.require_image_variant(input_shape, recipe_for)
-        if recipe not in RECIPES:
-            raise InputError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
+        if not self.config.recipe:
+            self.require_image_variant(input_shape, recipe_for)
 
     def build(self):
         cfg, k, m = self.config, self.num_clusters, self.config.large_batch

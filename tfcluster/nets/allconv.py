@@ -50,5 +50,5 @@ def build_allconvnet(input_shape, num_clusters: int, width: float = 1.0, bn_mome
         x = conv_bn_relu(x, filters, k, s, bn_momentum, name=f"block{i + 1}_")
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     x = keras.layers.BatchNormalization(momentum=bn_momentum, synchronized=True, name="gap_bn")(x)
-    outputs = RestraintLayer(name="restraint")(x)
+    outputs = RestraintLayer(name="restraint", dtype="float32")(x)  # float32 under mixed precision
     return keras.Model(inputs, outputs, name=name)

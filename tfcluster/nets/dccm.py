@@ -97,7 +97,7 @@ def build_dccm_net(input_shape, num_clusters: int, width: float = 1.0, bn_moment
     h = logits
     if logits_bn:
         h = keras.layers.BatchNormalization(momentum=bn_momentum, synchronized=True, name="logits_bn")(h)
-    probs = keras.layers.Softmax(name="probabilities")(h)
+    probs = keras.layers.Softmax(name="probabilities", dtype="float32")(h)  # float32 under mixed precision
     outputs = {"probabilities": probs, "shallow": shallow_map, "deep": fc if deep == "paper" else logits,
                "conv": conv, "fc": fc}
     return keras.Model(inputs, outputs, name=f"dccm_{variant}")
@@ -123,7 +123,7 @@ class MIDiscriminator(keras.layers.Layer):
         self.c0_shallow = keras.layers.Dense(self.units, use_bias=True, name="c0_shallow")
         self.c0_deep = keras.layers.Dense(self.units, use_bias=False, name="c0_deep")
         self.c1 = keras.layers.Dense(self.units, activation="relu", name="c1")
-        self.c2 = keras.layers.Dense(1, name="c2")
+        self.c2 = keras.layers.Dense(1, name="c2", dtype="float32")  # scores in float32 under mixed precision
 
     def build(self, input_shape):
         shallow_shape, deep_shape = input_shape

@@ -125,7 +125,7 @@ def build_fcae(input_shape, variant: str | None = None, bn_momentum: float = 0.9
     x = conv_bn_relu(x, scaled(f, width), k, bn_momentum=bn_momentum, name="feature_", padding="valid")
     if x.shape[1] != 1 or x.shape[2] != 1:
         raise ValueError(f"FCAE feature map is {x.shape[1]}x{x.shape[2]}, expected 1x1")
-    features = keras.layers.Flatten(name="features")(x)
+    features = keras.layers.Flatten(name="features", dtype="float32")(x)  # float32 under mixed precision
 
     # Decoder: mirror image of the encoder.
     y = conv_bn_relu(x, pre_feature_channels, k, bn_momentum=bn_momentum, name="dec_feature_", padding="valid",
@@ -136,7 +136,7 @@ def build_fcae(input_shape, variant: str | None = None, bn_momentum: float = 0.9
         last = i == 0
         y = keras.layers.Conv2DTranspose(channels if last else out_channels, k, padding=padding, use_bias=last,
                                          kernel_initializer="glorot_uniform" if last else "he_normal",
-                                         name=f"dec{i + 1}_deconv")(y)
+                                         name=f"dec{i + 1}_deconv", dtype="float32" if last else None)(y)
         if not last:
             y = bn_relu(y, bn_momentum, f"dec{i + 1}_")
     autoencoder = keras.Model(inputs, [y, features], name="fcae")

@@ -139,7 +139,7 @@ def _mlp_head(x, num_clusters, name):
     x = keras.layers.Dense(num_clusters, activation="relu", name=f"{name}_fc1")(x)
     x = keras.layers.Dense(num_clusters, activation="relu", name=f"{name}_fc2")(x)
     x = keras.layers.Dense(num_clusters, name=f"{name}_fc3")(x)
-    return keras.layers.Softmax(name=name)(x)
+    return keras.layers.Softmax(name=name, dtype="float32")(x)  # float32 under mixed precision
 
 
 def build_gatcluster_net(input_shape, num_clusters: int, recipe: str | None = None, attention_size: int = 0,
@@ -198,8 +198,9 @@ def build_gatcluster_net(input_shape, num_clusters: int, recipe: str | None = No
 
     # Attention module.
     flat = keras.layers.Flatten(name="attention_flatten")(features)
-    phi = keras.layers.Dense(3, activation="sigmoid", name="attention_params")(flat)
-    att_pooled, att_map = GaussianAttention(alpha, name="gaussian_attention")([phi, label_conv])
+    # The attention's position, width and map in float32 under mixed precision.
+    phi = keras.layers.Dense(3, activation="sigmoid", name="attention_params", dtype="float32")(flat)
+    att_pooled, att_map = GaussianAttention(alpha, name="gaussian_attention", dtype="float32")([phi, label_conv])
     att_probabilities = _mlp_head(att_pooled, num_clusters, "attention_probabilities")
     outputs = {"probabilities": probabilities, "attention_probabilities": att_probabilities,
                "attention_map": att_map, "attention_params": phi, "features": features}

@@ -69,7 +69,7 @@ def build_generator(output_shape, num_clusters: int, noise_dim: int, dim: int = 
     if variant == "fc":
         for i in range(3):
             h = keras.layers.Dense(hidden, activation="relu", name=f"g_fc{i + 1}")(h)
-        out = keras.layers.Dense(int(output_shape[0]), name="g_out")(h)
+        out = keras.layers.Dense(int(output_shape[0]), name="g_out", dtype="float32")(h)
         return keras.Model([y, z], out, name=name)
     size, channels = int(output_shape[0]), int(output_shape[-1])
 
@@ -88,7 +88,7 @@ def build_generator(output_shape, num_clusters: int, noise_dim: int, dim: int = 
     last_stride = 1 if size == 16 else 2
     bias_init = "zeros" if output_bias is None else keras.initializers.Constant(output_bias)
     out = keras.layers.Conv2DTranspose(channels, 5, strides=last_stride, padding="same", activation="sigmoid",
-                                       bias_initializer=bias_init, name="g_out")(h)
+                                       bias_initializer=bias_init, name="g_out", dtype="float32")(h)
     if tuple(out.shape[1:]) != tuple(output_shape):
         raise RuntimeError(f"generator produced {tuple(out.shape[1:])}, expected {tuple(output_shape)}")
     return keras.Model([y, z], out, name=name)
@@ -115,7 +115,7 @@ def build_critic(input_shape, dim: int = 64, hidden: int = 512, name: str = "cri
     """D(x): inputs [B, ...] (model space) -> scores [B, 1]; no normalisation layers."""
     x = keras.Input(tuple(input_shape), name="sample")
     h = _trunk(x, variant_for(tuple(input_shape)), dim, hidden, "d")
-    return keras.Model(x, keras.layers.Dense(1, name="d_out")(h), name=name)
+    return keras.Model(x, keras.layers.Dense(1, name="d_out", dtype="float32")(h), name=name)
 
 
 def build_classifier(input_shape, num_clusters: int, dim: int = 64, hidden: int = 512,
@@ -127,7 +127,7 @@ def build_classifier(input_shape, num_clusters: int, dim: int = 64, hidden: int 
     """
     x = keras.Input(tuple(input_shape), name="sample")
     h = _trunk(x, variant_for(tuple(input_shape)), dim, hidden, "c")
-    logits = keras.layers.Dense(num_clusters, name="c_logits")(h)
+    logits = keras.layers.Dense(num_clusters, name="c_logits", dtype="float32")(h)
     probs = keras.layers.Softmax(name="c_softmax", dtype="float32")(logits)
     return keras.Model(x, {"logits": logits, "probabilities": probs}, name=name)
 

@@ -123,10 +123,12 @@ class Trainer:
         self.restore_dir = restore_dir
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
         self._predict_fn = tf.function(method.predict, reduce_retracing=True)
+        self._probabilities = None  # predict_all()'s, while no step, stage or weight change came after
         self._dist_steps = {}
 
     # -- checkpoints ---------------------------------------------------------------
     def restore(self) -> str | None:
+        self._probabilities = None
         latest = tf.train.latest_checkpoint(self.restore_dir) if self.restore_dir else self.manager.latest_checkpoint
         if latest is None:
             return None
@@ -147,14 +149,27 @@ class Trainer:
             returned instead (concatenated over eval batches, in source order).
           subset: indices of the samples to use instead of all (in this order).
           batch_size: images per inference batch (default: config.eval_batch_size).
+
+        The plain call's probabilities (read-only) are kept until the next
+        training step, stage or call with a function of its own (which comes
+        before an eager change of weights: BatchNorm calibration, k-means
+        centres), so an end-of-epoch pass and the evaluation after it are one.
         """
+        plain = fn is None and subset is None and batch_size is None
+        if plain and self._probabilities is not None:
+            return self._probabilities
+        self._probabilities = None
         fn = fn or self._predict_fn
         source = self.source
         if subset is not None:
             subset = np.asarray(subset)
             source = dataclasses.replace(source, x=source.x[subset], y=source.y[subset])
         ds = pipeline.eval_dataset(source, self.preprocessor, batch_size or self.method.config.eval_batch_size)
-        return np.concatenate([fn(batch["image"]).numpy() for batch in ds])
+        out = np.concatenate([fn(batch["image"]).numpy() for batch in ds])
+        if plain:
+            out.setflags(write=False)
+            self._probabilities = out
+        return out
 
     def evaluate(self, write: bool = True) -> tuple[dict, np.ndarray]:
         """Metrics of the current model on the whole source, and probabilities [N, K]."""
@@ -195,6 +210,7 @@ class Trainer:
 
     def _train_step(self, step_fn, batch, epoch: int) -> dict:
         """One global step: run, count, stop on a non-finite loss, log scalars. Returns its outputs."""
+        self._probabilities = None
         out = {k: float(v) for k, v in step_fn(batch).items()}
         self.step.assign_add(1)
         step = int(self.step.numpy())
@@ -226,6 +242,7 @@ class Trainer:
             bar = keras.utils.Progbar(plan.steps, verbose=1 if self.progress else 0, unit_name="step")
             elapsed, done = 0.0, 0
             for stage in plan.stages:
+                self._probabilities = None
                 if stage.begin is not None:
                     summaries.write_logs(self.writer, stage.begin(), int(self.step.numpy()))
                 if not stage.steps:

@@ -1,0 +1,117 @@
+r"""Training throughput per method and precision: the bare step, the loop, the whole run.
+
+  python tools/throughput.py --methods=dac,dccm --precisions=float32,bfloat16 --json=/tmp/throughput.json
+
+For each method (its `cpu` preset on --dataset, seed 0) and precision:
+  bare   images/s of the traced global step on one resident batch (the first
+         stage of epoch 0 after its begin), `--steps` calls after 3 warm-up calls,
+         each call's outputs read back as the loop reads them;
+  loop   train_images_per_second of a short run (`--set` overrides below): the
+         time in the stages' steps, input pipelines included;
+  run    images trained / wall seconds of that run (targets, calibration,
+         evaluation, checkpoints and export included);
+  loop / bare, and the run's CPU use (process CPU seconds / wall seconds).
+Prints a markdown table with the CPU model and its bf16 flags; --json keeps the rows.
+Run it from a clone (AutoGraph re-reads sources), on otherwise idle cores.
+"""
+
+import json
+import os
+import resource
+import tempfile
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("methods", ["dac", "dccm", "gatcluster", "precise_gan", "dbc"], "methods")
+flags.DEFINE_list("precisions", ["float32", "bfloat16"], "precisions")
+flags.DEFINE_string("dataset", "mnist5k", "dataset spec")
+flags.DEFINE_integer("steps", 30, "timed calls of the bare step")
+flags.DEFINE_string("json", "", "write the rows here")
+flags.DEFINE_string("workroot", "", "where the short runs go (default: a temporary directory)")
+
+# Short runs for the loop and whole-run figures: the cpu preset cut to a few minutes.
+SHORT = {
+    "dac": ("epochs=2",),
+    "dccm": ("epochs=2",),
+    "gatcluster": ("epochs=1",),
+    "precise_gan": ("generator_iterations=600", "eval_every_iterations=300"),
+    "dbc": ("ae_epochs=2", "epochs=2", "tol=0"),
+}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bare_step(method_name: str, precision: str, dataset: str, steps: int) -> float:
+    """Images/s of the method's first stage's traced step on one resident global batch."""
+    from tfcluster import run
+    from tfcluster.data import pipeline
+    from tfcluster.training.loop import Trainer, distribute_batches
+
+    options = run.RunOptions(method=method_name, dataset=dataset, preset="cpu", precision=precision,
+                             progress=False, export=False, workdir=tempfile.mkdtemp(prefix="throughput-"))
+    method, source, _, _ = run.build(options)
+    trainer = Trainer(method, source, options.workdir, progress=False, log=lambda s: None)
+    for stage in method.epoch_plan(0, trainer.predict_all).stages:  # up to the first with steps
+        if stage.begin is not None:
+            stage.begin()
+        if stage.steps:
+            break
+    dataset_ = pipeline.stage_dataset(source, method.preprocessor, method.config.augment, stage, method.seed, 0)
+    batch = next(iter(distribute_batches(method.strategy, dataset_.take(1))))
+    step = trainer._distributed_step(stage.step)
+    for _ in range(3):
+        {k: float(v) for k, v in step(batch).items()}
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        {k: float(v) for k, v in step(batch).items()}
+    return steps * stage.batch_size / (time.perf_counter() - t0)
+
+
+def short_run(method_name: str, precision: str, dataset: str, workroot: str) -> dict:
+    from tfcluster import run
+
+    options = run.RunOptions(method=method_name, dataset=dataset, preset="cpu", precision=precision,
+                             overrides=SHORT[method_name], progress=False,
+                             workdir=os.path.join(workroot, f"{method_name}-{precision}"))
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    m = run.train(options, log=lambda s: None)
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    images = m["train_images_per_second"] * m["train_seconds"]
+    return {"loop": m["train_images_per_second"], "run": images / wall, "train_seconds": m["train_seconds"],
+            "wall_seconds": m["wall_seconds"], "cores_used": cpu / wall, "acc": m["acc"]}
+
+
+def main(argv):
+    del argv
+    from tfcluster.training import precision as precision_lib
+
+    workroot = FLAGS.workroot or tempfile.mkdtemp(prefix="throughput-runs-")
+    flags_seen = sorted(f for f in precision_lib.BF16_CPU_FLAGS + ("avx512f",) if f in precision_lib.cpu_flags())
+    cpu = f"{precision_lib.cpu_model()} ({os.cpu_count()} cores; flags: {', '.join(flags_seen) or 'no bf16 units'})"
+    rows = []
+    for name in FLAGS.methods:
+        for p in FLAGS.precisions:
+            row = {"method": name, "precision": p, "bare": bare_step(name, p, FLAGS.dataset, FLAGS.steps)}
+            row.update(short_run(name, p, FLAGS.dataset, workroot))
+            row["loop_over_bare"] = row["loop"] / row["bare"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(f"\n{cpu}; dataset {FLAGS.dataset}, `cpu` presets with {SHORT}\n")
+    print("| method | precision | bare step img/s | loop img/s | loop / bare | whole run img/s | "
+          "train s / wall s | cores used |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['precision']} | {r['bare']:.0f} | {r['loop']:.0f} | {r['loop_over_bare']:.2f} | "
+              f"{r['run']:.0f} | {r['train_seconds']:.0f} / {r['wall_seconds']:.0f} | {r['cores_used']:.2f} |")
+    if FLAGS.json:
+        with open(FLAGS.json, "w", encoding="utf-8") as f:
+            json.dump({"cpu": cpu, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    app.run(main)
