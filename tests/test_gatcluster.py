@@ -308,8 +308,13 @@ def test_two_replica_step_equals_one_device_step(target_bn):
                 "gatcluster/attention", "gatcluster/entropy_attention"):
         assert logs1[key] == pytest.approx(logs2[key], rel=1e-4, abs=1e-6), key
     assert logs1["gatcluster/relation"] > 0 and logs1["gatcluster/attention"] > 0
-    for a, b in zip(w1, w2):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # One device normalises with the fused BatchNorm kernel, two replicas with Keras' synchronized
+    # ops: the same statistics up to float32 round-off. Adam's first step moves each weight by
+    # about lr = 1e-3 whatever its gradient's size, so a near-zero gradient whose sign that
+    # round-off flips moves a weight by up to 2 lr: bound every weight by that, and require all
+    # but 0.1% of them to agree to 1e-4.
+    diffs = np.concatenate([np.abs(a - b).ravel() for a, b in zip(w1, w2)])
+    assert diffs.max() < 2.2e-3 and np.mean(diffs > 1e-4) < 1e-3 and np.median(diffs) < 1e-7
 
 
 def test_no_am_ablation_leaves_the_attention_module_untrained():

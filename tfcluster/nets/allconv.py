@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keras
 
-from tfcluster.nets.layers import RestraintLayer, conv_bn_relu, scaled
+from tfcluster.nets.layers import BatchNorm, RestraintLayer, conv_bn_relu, scaled
 
 
 def variant_for(input_shape) -> str:
@@ -49,6 +49,6 @@ def build_allconvnet(input_shape, num_clusters: int, width: float = 1.0, bn_mome
     for i, (filters, k, s) in enumerate(plan):
         x = conv_bn_relu(x, filters, k, s, bn_momentum, name=f"block{i + 1}_")
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    x = keras.layers.BatchNormalization(momentum=bn_momentum, synchronized=True, name="gap_bn")(x)
+    x = BatchNorm(momentum=bn_momentum, synchronized=True, name="gap_bn")(x)
     outputs = RestraintLayer(name="restraint", dtype="float32")(x)  # float32 under mixed precision
     return keras.Model(inputs, outputs, name=name)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import keras
 
-from tfcluster.nets.layers import bn_relu, conv_bn_relu, scaled, variant_by_size
+from tfcluster.nets.layers import BatchNorm, bn_relu, conv_bn_relu, scaled, variant_by_size
 
 # Per variant: input size, conv plan [(kernel, filters, pool after: None | (size, stride, "max"|"avg"))],
 # index of the conv whose output is the paper's shallow layer, fc width.
@@ -96,7 +96,7 @@ def build_dccm_net(input_shape, num_clusters: int, width: float = 1.0, bn_moment
     logits = keras.layers.Dense(num_clusters, use_bias=not logits_bn, name="logits")(fc)
     h = logits
     if logits_bn:
-        h = keras.layers.BatchNormalization(momentum=bn_momentum, synchronized=True, name="logits_bn")(h)
+        h = BatchNorm(momentum=bn_momentum, synchronized=True, name="logits_bn")(h)
     probs = keras.layers.Softmax(name="probabilities", dtype="float32")(h)  # float32 under mixed precision
     outputs = {"probabilities": probs, "shallow": shallow_map, "deep": fc if deep == "paper" else logits,
                "conv": conv, "fc": fc}

@@ -1,0 +1,45 @@
+"""Shared layers: the fused BatchNorm against Keras' own, in both precisions."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfcluster.nets.layers import BatchNorm
+from tfcluster.training import precision
+
+
+@pytest.mark.parametrize("shape", [(16, 7, 7, 5), (16, 5)])
+def test_fused_batchnorm_equals_keras_batchnorm_in_training_mode(shape):
+    """Outputs, moving statistics (biased variance, momentum) and gradients agree to float32 round-off."""
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.randn(*shape).astype(np.float32) * 3 + 1)
+    w = tf.constant(rng.randn(*shape).astype(np.float32))
+    results = []
+    for layer in (keras.layers.BatchNormalization(momentum=0.9, synchronized=True),
+                  BatchNorm(momentum=0.9, synchronized=True)):
+        layer.build(shape)
+        layer.gamma.assign(np.linspace(0.5, 2, shape[-1]))
+        layer.beta.assign(np.linspace(-1, 1, shape[-1]))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * w)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([y, layer.moving_mean, layer.moving_variance] + grads)
+    for name, a, b in zip(("y", "moving mean", "moving variance", "dx", "dgamma", "dbeta"), *results):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-6, err_msg=name)
+    moved = results[1][2].numpy()
+    assert not np.allclose(moved, 1.0)  # the moving variance was updated
+
+
+def test_fused_batchnorm_under_bfloat16_keeps_float32_statistics():
+    with precision.policy("bfloat16"):
+        layer = BatchNorm(momentum=0.0)
+        layer.build((8, 4, 4, 3))
+    x = tf.constant(np.random.RandomState(1).randn(8, 4, 4, 3).astype(np.float32) * 2 + 3)
+    y = layer(tf.cast(x, tf.bfloat16), training=True)
+    assert y.dtype == tf.bfloat16 and layer.moving_mean.dtype == "float32"
+    np.testing.assert_allclose(layer.moving_mean.numpy(), x.numpy().mean((0, 1, 2)), rtol=1e-2)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), x.numpy().var((0, 1, 2)), rtol=2e-2)
+    np.testing.assert_allclose(tf.cast(y, tf.float32).numpy().mean((0, 1, 2)), 0.0, atol=2e-2)
