@@ -33,6 +33,20 @@ def test_fused_batchnorm_equals_keras_batchnorm_in_training_mode(shape):
     assert not np.allclose(moved, 1.0)  # the moving variance was updated
 
 
+def test_fused_batchnorm_equals_keras_batchnorm_in_inference_mode():
+    rng = np.random.RandomState(2)
+    x = tf.constant(rng.randn(6, 5, 5, 4).astype(np.float32) * 2 - 1)
+    outs = []
+    for layer in (keras.layers.BatchNormalization(), BatchNorm()):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 2, 4))
+        layer.beta.assign(np.linspace(-1, 1, 4))
+        layer.moving_mean.assign(np.linspace(-0.3, 0.3, 4))
+        layer.moving_variance.assign(np.linspace(0.5, 3, 4))
+        outs.append(layer(x, training=False).numpy())
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+
+
 def test_fused_batchnorm_under_bfloat16_keeps_float32_statistics():
     with precision.policy("bfloat16"):
         layer = BatchNorm(momentum=0.0)

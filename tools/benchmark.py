@@ -30,6 +30,8 @@ flags.DEFINE_list("datasets", ["mnist5k", "fashion_mnist"], "dataset specs")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds")
 flags.DEFINE_string("preset", "cpu", "preset for every run")
 flags.DEFINE_multi_string("set", [], "config overrides for every run")
+flags.DEFINE_enum("precision", "float32", ["auto", "float32", "bfloat16"],
+                  "--precision of every run (a bfloat16 row's name and preset label say so)")
 flags.DEFINE_float("budget_minutes", 120.0, "stop starting new runs after this much time")
 flags.DEFINE_string("workroot", "runs/benchmark", "where the runs' work directories go")
 flags.DEFINE_string("results", "docs/RESULTS.md", "markdown file whose benchmark block is replaced")
@@ -52,17 +54,20 @@ def _steps_per_second(rows) -> str:
     return f"{np.median(v):.2f}" if v else "n/a"
 
 
-def run_name(method: str, dataset: str, preset: str, seed, overrides=()) -> str:
-    """A row's name: one per (method, dataset, preset, overrides, seed); overrides in the order given."""
+def run_name(method: str, dataset: str, preset: str, seed, overrides=(), precision: str = "float32") -> str:
+    """A row's name: one per (method, dataset, preset, overrides, precision, seed); overrides in the order given."""
     name = f"{method}-{dataset.replace(':', '_').replace('/', '_')}-{preset}"
     if overrides:
         name += "-" + ",".join(str(o).replace("/", "_") for o in overrides)
+    if precision != "float32":
+        name += f"-{precision}"
     return f"{name}-seed{seed}"
 
 
 def _preset_label(row) -> str:
-    """The table's preset column: the preset, then any overrides (`cpu; lr=1e-3`)."""
-    return "; ".join([row["preset"], *row.get("overrides", [])])
+    """The table's preset column: the preset, then any overrides (`cpu; lr=1e-3`), then bfloat16 if so."""
+    precision = [] if row.get("precision", "float32") == "float32" else [row["precision"]]
+    return "; ".join([row["preset"], *row.get("overrides", []), *precision])
 
 
 def table(rows) -> str:
@@ -113,7 +118,9 @@ def merge_rows(rows, incoming):
 
 
 def main(argv):
-    from tfcluster import run
+    from tfcluster import methods, run
+    from tfcluster.training.precision import cpu_model
+    from tfcluster.training.precision import resolve as resolve_precision
 
     start = time.time()
     rows = json.load(open(FLAGS.json)) if os.path.exists(FLAGS.json) else []
@@ -130,8 +137,9 @@ def main(argv):
     for dataset in FLAGS.datasets:
         for method in FLAGS.methods:
             digest = config_digest(method, dataset, FLAGS.preset, FLAGS.set)
+            precision = resolve_precision(FLAGS.precision, methods.get(method).auto_bfloat16)
             for seed in FLAGS.seeds:
-                name = run_name(method, dataset, FLAGS.preset, seed, FLAGS.set)
+                name = run_name(method, dataset, FLAGS.preset, seed, FLAGS.set, precision)
                 old = [r for r in rows if r["name"] == name]
                 if old and all(r.get("config_digest") == digest for r in old):
                     continue  # measured with this very config
@@ -143,11 +151,13 @@ def main(argv):
                     continue
                 options = run.RunOptions(method=method, dataset=dataset, workdir=os.path.join(FLAGS.workroot, f"{name}-{digest}"),
                                          preset=FLAGS.preset, seed=int(seed), overrides=tuple(FLAGS.set),
-                                         progress=False, export=False)
+                                         progress=False, export=False, precision=precision)
                 m = run.train(options)
                 rows.append({"name": name, **{k: m[k] for k in ("method", "dataset", "preset", "seed", "acc", "nmi",
-                                                                "ari", "wall_seconds", "train_images_per_second",
-                                                                "train_steps_per_second", "num_samples")}, "overrides": list(FLAGS.set),
+                                                                "ari", "wall_seconds", "train_seconds",
+                                                                "train_images_per_second", "train_steps_per_second",
+                                                                "num_samples", "precision")},
+                             "overrides": list(FLAGS.set), "cpu": cpu_model(),
                              "config_digest": digest, "command": "python " + " ".join(sys.argv)})
                 print(json.dumps(rows[-1]))
                 from tfcluster.config import write_json

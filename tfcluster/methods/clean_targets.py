@@ -35,11 +35,14 @@ class CleanTargets:
       model: the functional Keras model whose BatchNorm layers are recalibrated.
       num_samples: training set size.
       calibration_samples: images used for the statistics (0 or >= N: all).
+      mode: the calibration (nets.batchnorm): "one_pass" (one training-mode pass
+        in inference-sized sub-batches) or "layerwise" (exact, about one pass per
+        two BatchNorm layers).
     `predict_all` arguments are `Trainer.predict_all`.
     """
 
-    def __init__(self, model: keras.Model, num_samples: int, calibration_samples: int):
-        self._calibrator = BatchNormCalibrator(model)
+    def __init__(self, model: keras.Model, num_samples: int, calibration_samples: int, mode: str = "one_pass"):
+        self._calibrator = BatchNormCalibrator(model, mode)
         self._subset = fixed_subset(int(num_samples), int(calibration_samples))
         self._kept = None
         self.calibrated = False

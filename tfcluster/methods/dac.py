@@ -21,9 +21,10 @@ from tfcluster.data.augment import AugmentConfig
 from tfcluster.errors import InputError
 from tfcluster.losses.dac import ThresholdSchedule, dac_loss_terms
 from tfcluster.methods.base import BaseConfig, Method
-from tfcluster.methods.plan import one_pass
 from tfcluster.methods.clean_targets import CleanTargets
+from tfcluster.methods.plan import one_pass
 from tfcluster.nets.allconv import build_allconvnet
+from tfcluster.nets.batchnorm import MODES as CALIBRATION_MODES
 
 SELECT_ON = ("view", "clean", "epoch")
 
@@ -50,6 +51,8 @@ class DACConfig(BaseConfig):
           two views form a positive pair.
       calibration_samples: BatchNorm statistics are recomputed after every
         epoch on a fixed random subset of this many clean training images.
+      calibration_mode: "one_pass" (one training-mode pass over them in
+        sub-batches of eval_batch_size) or "layerwise" (nets.batchnorm).
     """
 
     epochs: int = 0
@@ -60,9 +63,11 @@ class DACConfig(BaseConfig):
     schedule: ThresholdSchedule = dataclasses.field(default_factory=ThresholdSchedule)
     select_on: str = "view"
     calibration_samples: int = 2000
+    calibration_mode: str = "one_pass"
 
     def validate(self):
         super().validate()
+        self.check_choice("calibration_mode", self.calibration_mode, CALIBRATION_MODES)
         self.check_choice("select_on", self.select_on, SELECT_ON)
         if self.width <= 0 or self.learning_rate <= 0:
             raise InputError(f"width and learning_rate must be positive; got {self.width}, {self.learning_rate}")
@@ -130,7 +135,8 @@ class DAC(Method):
             self.optimizer = keras.optimizers.RMSprop(self.config.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
             self.lam = tf.Variable(self.config.schedule.lambda0, trainable=False, dtype=tf.float32, name="lam")
-        self.clean_targets = CleanTargets(self.model, self.info.num_samples, self.config.calibration_samples)
+        self.clean_targets = CleanTargets(self.model, self.info.num_samples, self.config.calibration_samples,
+                                          self.config.calibration_mode)
 
     def checkpoint_objects(self):
         return {"model": self.model, "optimizer": self.optimizer, "lam": self.lam}

@@ -40,8 +40,9 @@ from tfcluster.evaluation import metrics
 from tfcluster.losses import dccm as dccm_loss
 from tfcluster.losses.common import bce_sum, cosine_similarity
 from tfcluster.methods.base import BaseConfig, Method
-from tfcluster.methods.plan import one_pass
 from tfcluster.methods.clean_targets import CleanTargets, fixed_subset
+from tfcluster.methods.plan import one_pass
+from tfcluster.nets.batchnorm import MODES as CALIBRATION_MODES
 from tfcluster.nets.dccm import DEEP_LAYERS, SHALLOW_LAYERS, MIDiscriminator, build_dccm_net, variant_for
 
 TARGETS = ("batch", "epoch")
@@ -68,6 +69,7 @@ class DCCMConfig(BaseConfig):
       disc_units: hidden width of the discriminator's 1x1 convs (512).
       mi_negatives: marginal pairs per anchor.
       calibration_samples: clean images used to recalibrate BatchNorm ("epoch" targets).
+      calibration_mode: "one_pass" or "layerwise" (nets.batchnorm), as DAC's.
       report_samples: images on which the pseudo-graph's BCubed scores are reported.
     """
 
@@ -90,10 +92,12 @@ class DCCMConfig(BaseConfig):
     disc_units: int = 512
     mi_negatives: int = 2
     calibration_samples: int = 2000
+    calibration_mode: str = "one_pass"
     report_samples: int = 2000
 
     def validate(self):
         super().validate()
+        self.check_choice("calibration_mode", self.calibration_mode, CALIBRATION_MODES)
         self.check_choice("targets", self.targets, TARGETS)
         self.check_choice("shallow", self.shallow, SHALLOW_LAYERS)
         self.check_choice("deep", self.deep, DEEP_LAYERS)
@@ -180,7 +184,8 @@ class DCCM(Method):
             self.discriminator.build((shallow_shape, (None, deep_dim)))
             self.optimizer = keras.optimizers.RMSprop(cfg.learning_rate, rho=cfg.rho)
             self.optimizer.build(self._variables())
-        self.clean_targets = CleanTargets(self.model, self.info.num_samples, cfg.calibration_samples)
+        self.clean_targets = CleanTargets(self.model, self.info.num_samples, cfg.calibration_samples,
+                                          cfg.calibration_mode)
         self._report_subset = fixed_subset(int(self.info.num_samples), int(cfg.report_samples))
 
     def _variables(self):

@@ -34,8 +34,8 @@ from tfcluster.data.augment import AugmentConfig
 from tfcluster.errors import InputError
 from tfcluster.losses import gatcluster as gat_loss
 from tfcluster.methods.base import BaseConfig, Method
-from tfcluster.methods.plan import EpochPlan, Stage, eager
 from tfcluster.methods.clean_targets import fixed_subset
+from tfcluster.methods.plan import EpochPlan, Stage, eager
 from tfcluster.nets.batchnorm import MODES as CALIBRATION_MODES
 from tfcluster.nets.batchnorm import BatchNormCalibrator
 from tfcluster.nets.gatcluster import RECIPES, build_gatcluster_net, recipe_for

@@ -40,8 +40,8 @@ from tfcluster.data.augment import AugmentConfig
 from tfcluster.errors import InputError
 from tfcluster.losses import precise_gan as gan_loss
 from tfcluster.methods.base import BaseConfig, Method
-from tfcluster.methods.plan import EpochPlan, Stage, eager
 from tfcluster.methods.clean_targets import fixed_subset
+from tfcluster.methods.plan import EpochPlan, Stage, eager
 from tfcluster.nets.precise_gan import build_classifier, build_critic, build_generator, variant_for
 
 

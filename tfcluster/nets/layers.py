@@ -25,24 +25,24 @@ class RestraintLayer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfcluster")
 class BatchNorm(keras.layers.BatchNormalization):
-    """keras.layers.BatchNormalization whose single-replica training step is one fused kernel.
+    """keras.layers.BatchNormalization computed by TensorFlow's fused kernel where it can be.
 
-    In training mode with one replica (no cross-replica statistics to gather),
-    inputs [B, H, W, C] or [B, C] (as [B, 1, 1, C]) go through TensorFlow's
-    FusedBatchNormV3: batch mean and variance in float32 whatever the input
-    dtype, normalisation, scale and offset in one pass; the moving averages are
-    updated as Keras does (momentum, biased variance). Keras' own unfused ops
-    took 1.4x (float32) and 2.2x (bfloat16) as long in a DAC-like training step
-    on 2 CPU cores (docs/RESULTS.md). Several replicas (synchronized statistics),
-    masks, renorm and inference take Keras' path.
+    Inputs [B, H, W, C] or [B, C] (as [B, 1, 1, C]) go through FusedBatchNormV3
+    (statistics, normalisation, scale and offset in one pass, in float32
+    whatever the input dtype): in inference mode always, in training mode with
+    one replica (no cross-replica statistics to gather), where the moving
+    averages are updated as Keras does (momentum, biased variance). Keras' own
+    unfused ops took 1.4x (float32) and 2.2x (bfloat16) as long in a DAC-like
+    training step on 2 CPU cores (docs/RESULTS.md). Training with several
+    replicas (synchronized statistics), masks and renorm take Keras' path.
     """
 
     def _fused_ok(self, inputs, training, mask) -> bool:
-        if not (training and self.trainable) or mask is not None or self.renorm:
-            return False
         rank = len(inputs.shape)
-        if rank not in (2, 4) or self.axis not in (rank - 1, -1):
+        if mask is not None or self.renorm or rank not in (2, 4) or self.axis not in (rank - 1, -1):
             return False
+        if not (training and self.trainable):
+            return True
         ctx = tf.distribute.get_replica_context()
         return ctx is not None and ctx.num_replicas_in_sync == 1
 
@@ -53,6 +53,11 @@ class BatchNorm(keras.layers.BatchNormalization):
         channels = int(inputs.shape[-1])
         gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
         beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        if not (training and self.trainable):
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, is_training=False)
+            return tf.cast(y if len(inputs.shape) == 4 else y[:, 0, 0, :], self.compute_dtype)
         y, mean, unbiased = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon,
                                                              is_training=True)
         n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
