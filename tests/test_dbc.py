@@ -187,8 +187,10 @@ def _fresh_weights():
 
 
 def _dbc_options(workdir, *overrides, method="dbc"):
+    """Short DBC runs on one device (the replica tests check two)."""
     return run.RunOptions(method=method, dataset="mnist1k", workdir=str(workdir), preset="cpu", seed=0,
-                          overrides=("batch_size=100", "kmeans_n_init=4") + overrides, progress=False)
+                          overrides=("batch_size=100", "kmeans_n_init=4") + overrides, progress=False,
+                          strategy="one_device")
 
 
 def test_stop_rule_ends_stage_two_and_a_finished_run_stays_finished(tmp_path, mnist_small):

@@ -345,7 +345,7 @@ def test_short_run_beats_kmeans_on_pixels(tmp_path):
     kmeans = run.train(run.RunOptions(method="kmeans", dataset="colored1k", workdir=str(tmp_path / "km"),
                                       preset="cpu", seed=0, progress=False), log=lambda m: None, source=colored)
     out = run.train(run.RunOptions(method="gatcluster", dataset="colored1k", workdir=str(tmp_path / "gat"),
-                                   preset="cpu", seed=0, progress=False,
+                                   preset="cpu", seed=0, progress=False, strategy="one_device",  # replica tests: two
                                    overrides=("epochs=4", "large_batch=250", "repeats=4")),
                     log=lambda m: None, source=colored)
     assert out["acc"] > kmeans["acc"] + 0.03 and out["nmi"] > kmeans["nmi"] + 0.05, (out, kmeans)
