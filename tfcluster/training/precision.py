@@ -29,29 +29,26 @@ _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset:
-    """The CPU's feature flags (empty where /proc/cpuinfo is not readable)."""
+@functools.lru_cache(maxsize=None)
+def _cpuinfo(field: str, path: str = "/proc/cpuinfo") -> str:
+    """The first value of `field` in /proc/cpuinfo ("" where it is not readable)."""
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_model(path: str = "/proc/cpuinfo") -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "unknown"
+    return ""
+
+
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags (empty where /proc/cpuinfo is not readable)."""
+    return frozenset(_cpuinfo("flags").split())
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or "unknown"
 
 
 def bf16_hardware() -> str:
