@@ -57,3 +57,22 @@ def test_fused_batchnorm_under_bfloat16_keeps_float32_statistics():
     np.testing.assert_allclose(layer.moving_mean.numpy(), x.numpy().mean((0, 1, 2)), rtol=1e-2)
     np.testing.assert_allclose(layer.moving_variance.numpy(), x.numpy().var((0, 1, 2)), rtol=2e-2)
     np.testing.assert_allclose(tf.cast(y, tf.float32).numpy().mean((0, 1, 2)), 0.0, atol=2e-2)
+
+
+def test_calibration_combines_batches_exactly_even_far_from_zero():
+    """Per-batch centred float32 moments, combined on the host, give the population variance of data
+    whose mean is 10^3 standard deviations from zero, where float32 sums of squares lose it."""
+    from tfcluster.nets.batchnorm import BatchNormCalibrator
+
+    rng = np.random.RandomState(0)
+    data = (10.0 + 0.01 * rng.randn(37, 3)).astype(np.float32)
+    rows = []
+    for part in np.split(data, [10, 11, 30]):  # uneven batches, one of a single row
+        mean = part.mean(0)
+        rows.append(np.concatenate([mean, ((part - mean) ** 2).sum(0), [len(part)]]))
+    mean, var = BatchNormCalibrator._combine(np.array(rows, np.float32))
+    np.testing.assert_allclose(mean, data.astype(np.float64).mean(0), rtol=1e-7)
+    exact = data.astype(np.float64).var(0)
+    np.testing.assert_allclose(var, exact, rtol=1e-3)
+    naive = (data ** 2).mean(0, dtype=np.float32) - data.mean(0, dtype=np.float32) ** 2
+    assert np.max(np.abs(naive - exact) / exact) > 0.05

@@ -52,8 +52,12 @@ def test_bfloat16_computes_in_bfloat16_with_float32_variables_and_outputs():
     conv = method.model.get_layer("block1_conv")
     assert conv.compute_dtype == "bfloat16" and conv.kernel.dtype == "float32"
     assert method.model.get_layer("block1_bn").moving_mean.dtype == "float32"
+    # the head, from the 1x1 convolution to K channels on, is a float32 island
+    head = ["block7_conv", "block7_bn", "gap", "gap_bn", "restraint"]
+    assert [method.model.get_layer(n).compute_dtype for n in head] == ["float32"] * len(head)
+    assert method.model.get_layer("block6_relu").compute_dtype == "bfloat16"
     out = method.model(tf.random.normal([3, 12, 12, 1]), training=False)
-    assert out.dtype == tf.float32  # the restraint layer is a float32 island
+    assert out.dtype == tf.float32
     assert {str(v.dtype) for v in method.optimizer.variables} <= {"float32", "int64"}  # slots, step counter
 
 

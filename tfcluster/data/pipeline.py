@@ -1,4 +1,4 @@
-"""tf.data input pipelines: shuffle -> map(augment, AUTOTUNE) -> batch -> prefetch.
+"""tf.data input pipelines: shuffle -> batch -> map(batched augment, AUTOTUNE) -> prefetch.
 
 `stage_dataset` builds the mini-batches of one stage of an epoch plan
 (methods.plan.Stage), in the stage's order; `eval_dataset` the clean images
@@ -30,36 +30,39 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 17) % (2**31 - 1)
 
 
-def _element_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
-                num_views: int):
-    """fn(raw, label, index, stateless seed [2]) -> one training element (see the module docstring)."""
+def _batch_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
+              num_views: int):
+    """fn(raw [B,...], label [B], index [B], params) -> one training element (module docstring).
+
+    `params` are the augmentation parameters of the B * V views, view v of
+    sample b at row b * V + v (augment.draw), or None to draw nothing.
+    The whole batch is augmented in a few batched ops (augment.apply).
+    """
     aug = augment or augment_lib.AugmentConfig()
     is_image = source.info.modality == "image"
 
-    def element(raw, label, index, pair):
+    def element(raw, label, index, params):
         x = preprocessor.to_float(raw) if is_image else tf.cast(raw, tf.float32)
-        views = []
-        if num_views:
-            view_seeds = tf.random.experimental.stateless_split(pair, num_views)
-            for v in range(num_views):
-                xv = augment_lib.augment(x, view_seeds[v], aug) if is_image else x
-                views.append(preprocessor.finish(xv))
         out = {"image": preprocessor.finish(x), "label": label, "index": index}
-        out["views"] = tf.stack(views) if views else tf.zeros([0] + list(out["image"].shape), tf.float32)
+        if num_views and is_image and not aug.is_identity:
+            views = preprocessor.finish(augment_lib.apply(tf.repeat(x, num_views, axis=0), params, aug))
+            out["views"] = tf.reshape(views, [-1, num_views] + out["image"].shape[1:].as_list())
+        else:
+            out["views"] = tf.repeat(out["image"][:, None], num_views, axis=1)
         return out
 
     return element
 
 
 def _shuffled(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
-                  global_batch_size: int, seed: int, epoch: int, num_views: int = 1,
-                  drop_remainder: bool = True, keep: np.ndarray | None = None,
-                  passes: int = 1) -> tf.data.Dataset:
-    """One epoch of shuffled, augmented, batched training data (global batches).
+              global_batch_size: int, seed: int, epoch: int, num_views: int = 1,
+              keep: np.ndarray | None = None, passes: int = 1) -> tf.data.Dataset:
+    """One epoch of shuffled, augmented, batched training data (global batches, full ones only).
 
     `keep`: indices of the samples to train on (default all); "index" stays the
     position in the source. `passes`: shuffled passes over them in the epoch
-    (a new order each pass; batches run on across pass boundaries).
+    (a new order each pass; batches run on across pass boundaries). Each batch
+    draws its views' parameters from its own stateless seed.
     """
     if keep is None:
         x, y, index = source.x, source.y, np.arange(len(source), dtype=np.int64)
@@ -75,15 +78,16 @@ def _shuffled(source: Source, preprocessor: Preprocessor, augment: augment_lib.A
         ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False)
     else:
         ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=True).repeat(int(passes))
+    ds = ds.batch(global_batch_size, drop_remainder=True)
     seeds = tf.data.Dataset.random(seed=epoch_seed + 1).batch(2)
-    ds = tf.data.Dataset.zip((ds, seeds))
-    element_fn = _element_fn(source, preprocessor, augment, num_views)
+    batch_fn = _batch_fn(source, preprocessor, augment, num_views)
+    aug = augment or augment_lib.AugmentConfig()
 
-    def make(element, pair):
-        return element_fn(element["raw"], element["label"], element["index"], pair)
+    def make(batch, pair):
+        params = augment_lib.draw(aug, pair, tf.shape(batch["index"])[0] * num_views)
+        return batch_fn(batch["raw"], batch["label"], batch["index"], params)
 
-    ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(global_batch_size, drop_remainder=drop_remainder)
+    ds = tf.data.Dataset.zip((ds, seeds)).map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -103,10 +107,10 @@ def _chunk(source: Source, indices: np.ndarray, preprocessor: Preprocessor,
            round_index: int, repeats: int = 1, num_views: int = 1) -> tf.data.Dataset:
     """Mini-batches over one chunk, `repeats` passes (e.g. step 2 of GATCluster's Algorithm 1).
 
-    Each sample is transformed once per round ("randomly transform X_b"): its
-    views are drawn from a stateless seed of (round, position), so every pass
-    sees the same transformed images, in a new random order, without holding
-    them in memory. Each pass yields floor(M / batch) full batches.
+    Each sample is transformed once per round ("randomly transform X_b"): the
+    parameters of all M x V views are drawn once, from the round's seed, so
+    every pass sees the same transformed images, in a new random order, without
+    holding them in memory. Each pass yields floor(M / batch) full batches.
     Elements are as in `_shuffled`, except "index" is the position in
     `indices` (0..M-1), where the chunk's targets are stored.
     """
@@ -120,14 +124,17 @@ def _chunk(source: Source, indices: np.ndarray, preprocessor: Preprocessor,
     order = np.concatenate([rng.permutation(m)[:per_pass] for _ in range(repeats)]).astype(np.int64)
     raw = tf.constant(source.x[indices])
     labels = tf.constant(source.y[indices])
-    element_fn = _element_fn(source, preprocessor, augment, num_views)
+    aug = augment or augment_lib.AugmentConfig()
+    params = augment_lib.draw(aug, tf.constant([round_seed, 0], tf.int64), m * num_views)
+    params = {k: tf.reshape(v, [m, num_views]) for k, v in params.items()}
+    batch_fn = _batch_fn(source, preprocessor, augment, num_views)
 
     def make(pos):
-        pair = tf.stack([tf.constant(round_seed, tf.int64), pos])
-        return element_fn(tf.gather(raw, pos), tf.gather(labels, pos), pos, pair)
+        views = {k: tf.reshape(tf.gather(v, pos), [-1]) for k, v in params.items()}
+        return batch_fn(tf.gather(raw, pos), tf.gather(labels, pos), pos, views)
 
-    ds = tf.data.Dataset.from_tensor_slices(order).map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(global_batch_size, drop_remainder=True)
+    ds = tf.data.Dataset.from_tensor_slices(order).batch(global_batch_size, drop_remainder=True)
+    ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -46,9 +46,12 @@ def build_allconvnet(input_shape, num_clusters: int, width: float = 1.0, bn_mome
     x = inputs
     plan = [(c1, kernel, 1), (c1, kernel, 1), (c1, kernel, reduce), (c2, kernel, 1), (c2, kernel, 1),
             (c2, kernel, reduce), (num_clusters, 1, 1)]
+    # Under mixed precision the head (the 1x1 convolution to K channels onwards) is a float32 island:
+    # the label features the thresholds compare are K numbers pooled over the image.
     for i, (filters, k, s) in enumerate(plan):
-        x = conv_bn_relu(x, filters, k, s, bn_momentum, name=f"block{i + 1}_")
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    x = BatchNorm(momentum=bn_momentum, synchronized=True, name="gap_bn")(x)
-    outputs = RestraintLayer(name="restraint", dtype="float32")(x)  # float32 under mixed precision
+        head = i + 1 == len(plan)
+        x = conv_bn_relu(x, filters, k, s, bn_momentum, name=f"block{i + 1}_", dtype="float32" if head else None)
+    x = keras.layers.GlobalAveragePooling2D(name="gap", dtype="float32")(x)
+    x = BatchNorm(momentum=bn_momentum, synchronized=True, name="gap_bn", dtype="float32")(x)
+    outputs = RestraintLayer(name="restraint", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)

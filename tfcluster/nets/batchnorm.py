@@ -65,7 +65,12 @@ class BatchNormCalibrator:
 
     @staticmethod
     def _make_stats_fn(probe, training: bool):
-        """A tf.function: images [B, ...] -> [1, sum over layers of (2 C_l + 1)] (sums, sums of squares, count)."""
+        """A tf.function: images [B, ...] -> [1, sum over layers of (2 C_l + 1)]: per layer its
+        inputs' mean (C), sum of squared deviations from that mean (C) and count, in float32.
+
+        Centred per batch, so float32 keeps the variance exact to round-off however
+        large the mean; batches are combined in float64 on the host (`_combine`).
+        """
 
         # reduce_retracing: batches of several sizes (a sub-batch size, a last partial batch) share a trace.
         @tf.function(reduce_retracing=True)
@@ -73,10 +78,11 @@ class BatchNormCalibrator:
             parts = []
             outputs = probe(x, training=training)
             for h in (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]):
-                h = tf.cast(h, tf.float64)
+                h = tf.cast(h, tf.float32)
                 axes = list(range(len(h.shape) - 1))
-                count = tf.cast(tf.reduce_prod(tf.shape(h)[:-1]), tf.float64)
-                parts += [tf.reduce_sum(h, axes), tf.reduce_sum(tf.square(h), axes), [count]]
+                count = tf.cast(tf.reduce_prod(tf.shape(h)[:-1]), tf.float32)
+                mean = tf.reduce_mean(h, axes)
+                parts += [mean, tf.reduce_sum(tf.square(h - mean), axes), [count]]
             return tf.concat(parts, 0)[None]
 
         return stats
@@ -84,19 +90,26 @@ class BatchNormCalibrator:
     def __call__(self, map_batches: Callable[[Callable], np.ndarray]) -> None:
         # A one_pass training-mode pass also moves the moving statistics; all of them are overwritten here.
         for fn, layers in self._groups:
-            totals = map_batches(fn).sum(0)
+            rows = map_batches(fn).astype(np.float64)
             start = 0
             for layer in layers:
                 c = int(layer.moving_mean.shape[0])
-                self._assign(layer, totals[start:start + 2 * c + 1])
+                mean, var = self._combine(rows[:, start:start + 2 * c + 1])
+                layer.moving_mean.assign(mean.astype(np.float32))
+                layer.moving_variance.assign(var.astype(np.float32))
                 start += 2 * c + 1
 
     @staticmethod
-    def _assign(layer, totals: np.ndarray) -> None:
-        """Sets a layer's moving mean/variance from [sums (C), sums of squares (C), count]."""
-        c = (totals.shape[0] - 1) // 2
-        n = totals[-1]
-        mean = totals[:c] / n
-        var = np.maximum(totals[c:2 * c] / n - mean ** 2, 0.0)
-        layer.moving_mean.assign(mean.astype(np.float32))
-        layer.moving_variance.assign(var.astype(np.float32))
+    def _combine(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Population mean and variance [C] from per-batch rows [batches, 2C + 1] of
+        (mean, squared deviations, count): Chan et al.'s pairwise formula, folded in order."""
+        c = (rows.shape[1] - 1) // 2
+        n, mean, m2 = 0.0, np.zeros(c), np.zeros(c)
+        for row in rows:
+            n_b, mean_b, m2_b = row[-1], row[:c], row[c:2 * c]
+            total = n + n_b
+            delta = mean_b - mean
+            mean = mean + delta * (n_b / total)
+            m2 = m2 + m2_b + delta ** 2 * (n * n_b / total)
+            n = total
+        return mean, np.maximum(m2 / n, 0.0)

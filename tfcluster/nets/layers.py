@@ -87,27 +87,30 @@ def variant_by_size(input_shape, sizes: dict, network: str) -> str:
                      f"Resize the images (e.g. folder:PATH?size={first}x{first}).")
 
 
-def bn_relu(x, bn_momentum: float = 0.99, name: str = ""):
+def bn_relu(x, bn_momentum: float = 0.99, name: str = "", dtype=None):
     """Synchronized BatchNorm -> ReLU, named {name}bn, {name}relu.
 
     BatchNorm is synchronized so that statistics are those of the global batch
     whatever the replica count (the one-device/two-replica equality holds).
+    `dtype`: the layers' dtype policy (None: the global one; "float32" makes
+    a float32 island under mixed precision).
     """
-    x = BatchNorm(momentum=bn_momentum, synchronized=True, name=f"{name}bn")(x)
-    return keras.layers.ReLU(name=f"{name}relu")(x)
+    x = BatchNorm(momentum=bn_momentum, synchronized=True, name=f"{name}bn", dtype=dtype)(x)
+    return keras.layers.ReLU(name=f"{name}relu", dtype=dtype)(x)
 
 
 def conv_bn_relu(x, filters: int, kernel: int, strides: int = 1, bn_momentum: float = 0.99, name: str = "",
-                 padding: str = "same", pad: int = 0, transpose: bool = False):
+                 padding: str = "same", pad: int = 0, transpose: bool = False, dtype=None):
     """[zero padding] -> Conv2D or Conv2DTranspose (He-normal, no bias) -> BatchNorm -> ReLU (`bn_relu`).
 
     Input [B, H, W, C] -> [B, H', W', filters]. Layers are named {name}pad,
     {name}conv (or {name}deconv), {name}bn, {name}relu. No bias: BatchNorm's
     beta plays its part (a bias there gets only round-off gradients).
+    `dtype`: the layers' dtype policy (None: the global one).
     """
     if pad:
-        x = keras.layers.ZeroPadding2D(pad, name=f"{name}pad")(x)
+        x = keras.layers.ZeroPadding2D(pad, name=f"{name}pad", dtype=dtype)(x)
     layer = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
     x = layer(filters, kernel, strides=strides, padding=padding, use_bias=False, kernel_initializer="he_normal",
-              name=f"{name}{'deconv' if transpose else 'conv'}")(x)
-    return bn_relu(x, bn_momentum, name)
+              name=f"{name}{'deconv' if transpose else 'conv'}", dtype=dtype)(x)
+    return bn_relu(x, bn_momentum, name, dtype=dtype)
