@@ -30,4 +30,5 @@ setuptools.setup(
         "matplotlib",
     ],
     extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["tfcluster=tfcluster.cli:console"]},
 )

@@ -1,29 +1,6 @@
-r"""Evaluates an exported model on a labelled dataset; prints metrics as JSON.
+"""Alias of `tfcluster evaluate` (tfcluster/cli/evaluate.py), for running from a checkout."""
 
-  python experiments/evaluate.py --model=runs/dac/export --dataset=mnist5k
-"""
-
-import json
-
-from absl import app, flags
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "export directory (a version dir or the export base)", required=True)
-flags.DEFINE_string("dataset", "mnist5k", "labelled dataset spec")
-flags.DEFINE_enum("nmi_average", "geometric", ["geometric", "arithmetic", "max", "min"], "NMI normalisation")
-
-
-def main(argv):
-    del argv
-    from tfcluster.export import use
-    from tfcluster.errors import TfclusterError
-
-    try:
-        result = use.evaluate(FLAGS.model, FLAGS.dataset, FLAGS.nmi_average)
-    except TfclusterError as e:
-        raise SystemExit(f"error: {e}") from e
-    print(json.dumps(result, indent=2))
-
+from tfcluster.cli import evaluate
 
 if __name__ == "__main__":
-    app.run(main)
+    evaluate.run()

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,9 +16,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
+def _command(script):
+    """experiments/<name>.py (the aliases), or the installed `tfcluster` console command for "tfcluster ..."."""
+    if script.startswith("tfcluster"):
+        exe = shutil.which("tfcluster")
+        assert exe, "no `tfcluster` command on PATH: install the project (pip install -e .)"
+        return [exe, *script.split()[1:]]
+    return [sys.executable, os.path.join(ROOT, "experiments", script)]
+
+
 def _run(script, *args, ok=True):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args], capture_output=True,
-                          text=True, env=ENV, timeout=600)
+    proc = subprocess.run([*_command(script), *args], capture_output=True, text=True, env=ENV, timeout=600)
     if ok and proc.returncode != 0:
         raise AssertionError(f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -38,7 +47,8 @@ def tiny_npz(tmp_path_factory):
 def test_kmeans_train_evaluate_predict(tiny_npz, tmp_path):
     path, x, y = tiny_npz
     workdir = str(tmp_path / "km")
-    out = _run("train.py", "--method=kmeans", f"--dataset=npz:{path}", f"--workdir={workdir}", "--progress=false").stdout
+    out = _run("tfcluster train", "--method=kmeans", f"--dataset=npz:{path}", f"--workdir={workdir}",
+               "--progress=false").stdout
     printed = json.loads(out[out.index("{"):out.index("}") + 1])
     assert printed["acc"] == 1.0 and printed["num_samples"] == 60 and printed["method"] == "kmeans"
     saved = json.load(open(os.path.join(workdir, "metrics.json")))
@@ -48,7 +58,7 @@ def test_kmeans_train_evaluate_predict(tiny_npz, tmp_path):
     config = json.load(open(os.path.join(workdir, "config.json")))
     assert config["method"] == "kmeans" and config["config"]["n_init"] == 10
     export = os.path.join(workdir, "export")
-    evaluated = json.loads(_run("evaluate.py", f"--model={export}", f"--dataset=npz:{path}").stdout)
+    evaluated = json.loads(_run("tfcluster evaluate", f"--model={export}", f"--dataset=npz:{path}").stdout)
     assert evaluated["acc"] == 1.0 and evaluated["num_samples"] == 60
 
     folder = tmp_path / "imgs"
@@ -57,12 +67,27 @@ def test_kmeans_train_evaluate_predict(tiny_npz, tmp_path):
         Image.fromarray(x[i, ..., 0]).resize((24, 24)).save(folder / f"img{i}.png")
     (folder / "broken.png").write_bytes(b"nope")
     outdir = tmp_path / "pred"
-    _run("predict.py", f"--model={export}", f"--input={folder}", f"--output={outdir}", "--copy_images")
+    _run("tfcluster predict", f"--model={export}", f"--input={folder}", f"--output={outdir}", "--copy_images")
     rows = list(csv.DictReader(open(outdir / "assignments.csv")))
     assert [os.path.basename(r["item"]) for r in rows] == ["img0.png", "img25.png", "img59.png"]
     assert len({r["cluster"] for r in rows}) == 3 and all(0 < float(r["confidence"]) <= 1 for r in rows)
     copied = sorted(f for d in os.listdir(outdir) if d.startswith("cluster_") for f in os.listdir(outdir / d))
     assert len(copied) == 3
+
+
+def test_console_command_help_and_errors():
+    """`tfcluster --help` and `tfcluster SUBCOMMAND --help` exit 0; mistakes exit non-zero and say why."""
+    top = _run("tfcluster", "--help")
+    assert all(name in top.stdout for name in ("train", "evaluate", "predict", "transfer"))
+    train = _run("tfcluster train", "--help")
+    for listed in ("--method", "gatcluster", "precise_gan", "--preset", "fashion_mnist", "folder:PATH", "--set"):
+        assert listed in train.stdout, listed
+    assert "--model" in _run("tfcluster predict", "-h").stdout
+    for args, message in ((["fit"], "unknown subcommand 'fit'"), ([], "usage: tfcluster")):
+        proc = _run("tfcluster", *args, ok=False)
+        assert proc.returncode == 2 and message in proc.stdout + proc.stderr
+    proc = _run("tfcluster predict", "--input=x", "--output=y", ok=False)
+    assert proc.returncode != 0 and "--model" in proc.stderr
 
 
 def test_dac_binary_on_two_replicas(tiny_npz, tmp_path):

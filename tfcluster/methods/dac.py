@@ -82,7 +82,7 @@ def paper_preset(info) -> DACConfig:
     as the paper's text describes; `--set=select_on=epoch` trains as the
     official code does (see `cpu_preset`). BatchNorm statistics are
     recalibrated on the clean images after every epoch.
-    Command: python experiments/train.py --method=dac --preset=paper --dataset=mnist
+    Command: tfcluster train --method=dac --preset=paper --dataset=mnist
     """
     flip = info.image_shape[-1] == 3
     return DACConfig(augment=AugmentConfig(rotation=10.0, shift=0.1, scale=(0.9, 1.1), flip_horizontal=flip))
@@ -91,7 +91,7 @@ def paper_preset(info) -> DACConfig:
 def cpu_preset(info) -> DACConfig:
     """CPU preset: 3.2-3.5 min on MNIST-5k on 2 cores (ACC 0.637 / 0.723 / 0.739, 3 seeds; Fashion-MNIST 0.396).
 
-    Command: python experiments/train.py --method=dac --preset=cpu --dataset=mnist5k
+    Command: tfcluster train --method=dac --preset=cpu --dataset=mnist5k
     Changes from `paper` and why (docs/RESULTS.md):
       - select_on="epoch": pair labels from the clean images' label features, predicted once
         per epoch in inference mode; the trained similarities are between two augmented views

@@ -94,7 +94,7 @@ def paper_preset(info) -> DBCConfig:
     The paper gives no optimiser settings or epoch counts; these follow DEC
     (SGD 0.01, momentum 0.9, stop below 0.1% changed assignments) and train
     the FCAE for 50 epochs with Adam.
-    Command: python experiments/train.py --method=dbc --preset=paper --dataset=mnist
+    Command: tfcluster train --method=dbc --preset=paper --dataset=mnist
     """
     return DBCConfig()
 
@@ -102,7 +102,7 @@ def paper_preset(info) -> DBCConfig:
 def cpu_preset(info) -> DBCConfig:
     """CPU preset: 6-14 min on MNIST-5k on 2 cores (median ACC 0.654 of 3 seeds; Fashion-MNIST 0.560).
 
-    Command: python experiments/train.py --method=dbc --preset=cpu --dataset=mnist5k
+    Command: tfcluster train --method=dbc --preset=cpu --dataset=mnist5k
     Changes from `paper` and why (docs/RESULTS.md):
       - epochs from a budget of 250,000 images per stage (50 epochs of MNIST-5k, at least 5);
       - batch 128 instead of 256: MNIST-5k has only 39 batches of 128 per epoch;

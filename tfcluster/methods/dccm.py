@@ -119,7 +119,7 @@ def paper_preset(info) -> DCCMConfig:
 
     Targets from each step's own batch (Algorithm 1), batch 32, 200 epochs (the
     official code's count; the paper gives none).
-    Command: python experiments/train.py --method=dccm --preset=paper --dataset=cifar10
+    Command: tfcluster train --method=dccm --preset=paper --dataset=cifar10
     """
     return DCCMConfig(augment=_augment(info))
 
@@ -127,7 +127,7 @@ def paper_preset(info) -> DCCMConfig:
 def cpu_preset(info) -> DCCMConfig:
     """CPU preset: 11 min on MNIST-5k on 2 idle cores (median ACC 0.614 of 3 seeds; Fashion-MNIST 0.368).
 
-    Command: python experiments/train.py --method=dccm --preset=cpu --dataset=mnist5k
+    Command: tfcluster train --method=dccm --preset=cpu --dataset=mnist5k
     Changes from `paper` and why (docs/RESULTS.md):
       - targets="epoch": targets from the clean images' predictions once per epoch with
         recalibrated BatchNorm, as the official code computes them once per large batch;

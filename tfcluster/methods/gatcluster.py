@@ -151,7 +151,7 @@ def paper_preset(info) -> GATClusterConfig:
 
     Recipe: Table S6's column for the dataset (ImageNet-Dog: its own). Epochs:
     the official code's 6000 large batches (STL10), as epochs of this data.
-    Command: python experiments/train.py --method=gatcluster --preset=paper --dataset=stl10
+    Command: tfcluster train --method=gatcluster --preset=paper --dataset=stl10
     Paper (Table 1): STL10 ACC 0.583, ImageNet-10 0.739 (0.762 at 128x128).
     """
     dog = "imagenet_dog" in info.name.lower().replace("-", "_")
@@ -171,7 +171,7 @@ CPU_IMAGE_BUDGET = 160_000
 def cpu_preset(info) -> GATClusterConfig:
     """CPU preset: 13-15 min on MNIST-5k on 2 cores (median ACC 0.548 of 3 seeds; Fashion-MNIST 0.585).
 
-    Command: python experiments/train.py --method=gatcluster --preset=cpu --dataset=mnist5k
+    Command: tfcluster train --method=gatcluster --preset=cpu --dataset=mnist5k
     Changes from `paper` and why (docs/RESULTS.md):
       - width 0.5: 4x less compute per image;
       - target_bn="recalibrate" (one training-mode pass): with the moving statistics of

@@ -34,7 +34,7 @@ class KMeansConfig(BaseConfig):
 
 
 def _preset(info) -> KMeansConfig:
-    """k-means++ with 10 restarts. Command: python experiments/train.py --method=kmeans"""
+    """k-means++ with 10 restarts. Command: tfcluster train --method=kmeans"""
     return KMeansConfig()
 
 

@@ -123,7 +123,7 @@ def paper_preset(info) -> PreciseGANConfig:
     them): the x-512-512-512 networks, 2 noise variables, n = 256 (WGAN-GP's
     toy batch), N = 100,000 with tau cut in proportion (3,333), as the paper
     does for ORL.
-    Command: python experiments/train.py --method=precise_gan --preset=paper --dataset=mnist
+    Command: tfcluster train --method=precise_gan --preset=paper --dataset=mnist
     """
     cfg = PreciseGANConfig()
     if info.modality == "vector":
@@ -146,7 +146,7 @@ def cpu_preset(info) -> PreciseGANConfig:
     """CPU preset: 12-16 min on MNIST-5k on 2 cores (median ACC 0.477 of 3 seeds; Fashion-MNIST
     0.417, Artifact-MNIST 0.340 = chance); 8 Gaussians: about 2 min, ACC 1.0 in 4 of 5 seeds.
 
-    Command: python experiments/train.py --method=precise_gan --preset=cpu --dataset=mnist5k
+    Command: tfcluster train --method=precise_gan --preset=cpu --dataset=mnist5k
     Changes from `paper` and why (docs/RESULTS.md):
       - images: DIM 16, 32 noise dims and N = 3,000 generator iterations instead of 64, 128 and
         900,000 (a CPU budget), tau = N / 30 to keep the paper's 30 eta stairs (the paper itself

@@ -1,0 +1,7 @@
+"""`python -m tfcluster SUBCOMMAND ...`: the `tfcluster` console command."""
+
+import sys
+
+from tfcluster.cli import main
+
+sys.exit(main())

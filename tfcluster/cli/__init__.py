@@ -1,0 +1,64 @@
+r"""The `tfcluster` console command: `tfcluster SUBCOMMAND [--flags]`.
+
+  tfcluster train --method=dac --preset=cpu --dataset=mnist5k --workdir=runs/dac
+  tfcluster evaluate --model=runs/dac/export --dataset=mnist5k
+  tfcluster predict --model=runs/dac/export --input=my_images/ --output=out/
+  tfcluster transfer --model=runs/dac/export --dataset=fashion_mnist
+
+Each subcommand is an absl binary (tfcluster/cli/<name>.py; experiments/<name>.py
+are aliases) with its own flags. `tfcluster --help` lists the subcommands,
+`tfcluster SUBCOMMAND --help` a subcommand's flags; both exit with status 0.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "train": "train a method on a dataset; print metrics; export a SavedModel",
+    "evaluate": "ACC / NMI / ARI of an exported model on a labelled dataset",
+    "predict": "assign exported-model clusters to new images (assignments.csv, one folder per cluster)",
+    "transfer": "transfer evaluation (DCCM section 4.1): an MLP trained with labels on an export's frozen features",
+}
+HELP = ("-h", "--help", "-help", "--helpfull", "help")
+
+
+def usage() -> str:
+    width = max(len(n) for n in SUBCOMMANDS)
+    lines = ["usage: tfcluster SUBCOMMAND [--flag=value ...]", "", "subcommands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items()]
+    lines += ["", "tfcluster SUBCOMMAND --help lists its flags (methods, presets and dataset specs for train)."]
+    return "\n".join(lines)
+
+
+def subcommand_help(name: str, module) -> str:
+    from absl import flags
+
+    doc = (module.__doc__ or "").strip()
+    return f"{doc}\n\nflags:\n{flags.FLAGS.module_help(module.__name__)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatches `argv` (default sys.argv) to a subcommand. Returns the exit status."""
+    argv = list(sys.argv if argv is None else argv)
+    args = argv[1:]
+    if not args or args[0] in HELP:
+        print(usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in SUBCOMMANDS:
+        print(f"tfcluster: unknown subcommand {name!r}; choose one of {', '.join(SUBCOMMANDS)}\n\n{usage()}",
+              file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"tfcluster.cli.{name}")
+    if any(a in HELP for a in rest):
+        print(subcommand_help(name, module))
+        return 0
+    module.run([f"tfcluster {name}"] + rest)
+    return 0
+
+
+def console() -> None:
+    """The console-script entry point (setup.py)."""
+    sys.exit(main())
