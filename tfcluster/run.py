@@ -31,6 +31,7 @@ from tfcluster.export import saved_model
 from tfcluster.training import precision
 from tfcluster.training.loop import Trainer
 from tfcluster.training.strategy import make_strategy, worker_workdir
+from tfcluster.training.workdir import WorkdirLock
 
 
 @dataclasses.dataclass
@@ -148,7 +149,14 @@ def train(options: RunOptions, log=print, source: sources.Source | None = None) 
     _check_resume(options.workdir, resolved)
     # The chief writes to options.workdir; other workers of a multi-worker run to their own subdirectory.
     workdir = worker_workdir(options.workdir, method.strategy)
-    os.makedirs(workdir, exist_ok=True)
+    with WorkdirLock(workdir) as lock:
+        if lock.stale_holder:
+            log(f"took over the lock of {workdir} left by a process that ended without releasing it "
+                f"({lock.stale_holder})")
+        return _train_locked(options, log, method, source, preprocessor, resolved, workdir, t0)
+
+
+def _train_locked(options, log, method, source, preprocessor, resolved, workdir, t0) -> dict:
     config_lib.write_json(os.path.join(workdir, "config.json"), resolved)
     if source.info.skipped:
         log(f"skipped {source.info.skipped} unreadable image file(s) in {options.dataset}")

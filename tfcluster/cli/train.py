@@ -8,6 +8,7 @@ Override any config field with --set, e.g. --set=epochs=5 --set=augment.rotation
 
 import json
 import os
+import sys
 
 from absl import app, flags
 
@@ -40,7 +41,7 @@ def main(argv):
 
         split_cpu(FLAGS.cpu_replicas)
     from tfcluster import run
-    from tfcluster.errors import TfclusterError
+    from tfcluster.errors import TfclusterError, TrainingInterrupted
 
     options = run.RunOptions(method=FLAGS.method, dataset=FLAGS.dataset, workdir=FLAGS.workdir, preset=FLAGS.preset,
                              num_clusters=FLAGS.num_clusters, seed=FLAGS.seed, strategy=FLAGS.strategy,
@@ -48,6 +49,9 @@ def main(argv):
                              progress=FLAGS.progress, circle_plot=FLAGS.circle_plot, precision=FLAGS.precision)
     try:
         metrics = run.train(options)
+    except TrainingInterrupted as e:  # a checkpoint of where it stopped was saved
+        print(e, file=sys.stderr)
+        raise SystemExit(128 + e.signal_number) from e
     except TfclusterError as e:
         raise SystemExit(f"error: {e}") from e
     print(json.dumps({k: metrics[k] for k in ("acc", "nmi", "ari", "num_samples", "method", "dataset", "seed",

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from tfcluster.data.preprocess import Preprocessor
-from tfcluster.errors import InputError
+from tfcluster.errors import InputError, StorageError
 
 META_FILE = os.path.join("assets.extra", "tfcluster.json")
 
@@ -75,6 +75,8 @@ def export(method, preprocessor: Preprocessor, raw_shape, export_base: str, meta
 
     The SavedModel is written to a hidden temporary directory and renamed into
     place, so a server watching `export_base` never sees a half-written version.
+    A failed write (full disk, permissions) removes the partial directory and
+    raises StorageError; the versions already there are untouched.
     """
     os.makedirs(export_base, exist_ok=True)
     version = next_version(export_base)
@@ -83,13 +85,18 @@ def export(method, preprocessor: Preprocessor, raw_shape, export_base: str, meta
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     module = ServingModule(method.clone_for_export(), preprocessor, raw_shape, raw_dtype)
-    tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve, **module.extra_signatures})
-    info = dict(meta or {})
-    info.update({"input_shape": list(raw_shape), "input_dtype": raw_dtype.name, "version": version})
-    os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-    with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2, default=str)
-    os.replace(tmp, final)
+    try:
+        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve, **module.extra_signatures})
+        info = dict(meta or {})
+        info.update({"input_shape": list(raw_shape), "input_dtype": raw_dtype.name, "version": version})
+        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+        with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=2, default=str)
+        os.replace(tmp, final)
+    except (OSError, tf.errors.OpError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StorageError(f"could not write the SavedModel to {final} ({e}); the checkpoints are intact: "
+                           "free space (or fix the directory) and re-run the same command to export") from e
     return final
 
 

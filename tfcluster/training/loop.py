@@ -8,16 +8,26 @@
 
 Checkpoints (`tf.train.CheckpointManager`, which writes files first and then
 atomically updates its index) hold the method's models, optimizers and state,
-the epoch and the global step; a re-run with the same work directory resumes
-from the latest one. A non-finite loss stops training before anything is
-saved, so the last good checkpoint stays the latest.
+the epoch, the global step and the position in the epoch; a re-run with the
+same work directory resumes from the latest readable one (an unreadable one,
+e.g. truncated, is reported and the one before it used). A failed write (full
+disk) ends the run with StorageError, the earlier checkpoints intact. A
+non-finite loss stops training before anything is saved, so the last good
+checkpoint stays the latest. SIGINT / SIGTERM stop training at the next step
+boundary: a checkpoint of that position is saved and TrainingInterrupted
+raised; the re-run continues the epoch where it stopped (the stages before are
+not re-run; the interrupted stage's `begin` is, on the saved weights, and its
+batches already trained are skipped).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
 from typing import Callable
 
@@ -27,7 +37,7 @@ import tensorflow as tf
 
 from tfcluster.data import pipeline
 from tfcluster.data.sources import Source
-from tfcluster.errors import InputError, NonFiniteLossError
+from tfcluster.errors import InputError, NonFiniteLossError, StorageError, TrainingInterrupted
 from tfcluster.evaluation import metrics
 from tfcluster.methods.base import Method
 from tfcluster.training import summaries
@@ -117,7 +127,12 @@ class Trainer:
         with self.strategy.scope():
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, step=self.step, **method.checkpoint_objects())
+            # Where in epoch `epoch` an interrupted run stopped: stage index (-1: at the epoch's start)
+            # and the steps of that stage already trained.
+            self.stage_index = tf.Variable(-1, dtype=tf.int64, trainable=False, name="stage_index")
+            self.stage_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage_step")
+        self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, step=self.step, stage_index=self.stage_index,
+                                              stage_step=self.stage_step, **method.checkpoint_objects())
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(workdir, "checkpoints"),
                                                   max_to_keep=cfg.max_checkpoints)
         self.restore_dir = restore_dir
@@ -125,19 +140,81 @@ class Trainer:
         self._predict_fn = tf.function(method.predict, reduce_retracing=True)
         self._probabilities = None  # predict_all()'s, while no step, stage or weight change came after
         self._dist_steps = {}
+        self._stop_signal = None  # set by the SIGINT / SIGTERM handler
 
     # -- checkpoints ---------------------------------------------------------------
     def restore(self) -> str | None:
+        """Restores the latest readable checkpoint; returns its path (None: none to resume).
+
+        An unreadable checkpoint (truncated or corrupt files) is reported and the
+        one before it tried; one written with another method/config is refused.
+        """
         self._probabilities = None
-        latest = tf.train.latest_checkpoint(self.restore_dir) if self.restore_dir else self.manager.latest_checkpoint
-        if latest is None:
-            return None
+        directory = self.restore_dir or self.manager.directory
+        state = tf.train.get_checkpoint_state(directory)
+        paths = list(state.all_model_checkpoint_paths) if state else []
+        if state and state.model_checkpoint_path and state.model_checkpoint_path not in paths:
+            paths.append(state.model_checkpoint_path)
+        unreadable = []
+        for path in reversed(paths):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (AssertionError, ValueError) as e:
+                raise InputError(f"the checkpoint {path} does not match this method/config ({e}); "
+                                 "use a new --workdir or the settings it was written with") from e
+            except (tf.errors.OpError, IndexError, OSError) as e:  # a truncated data file raises IndexError
+                unreadable.append(path)
+                self.log(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
+                         "trying the one before it")
+                continue
+            return path
+        if unreadable:
+            raise InputError(f"no readable checkpoint in {directory}: {', '.join(unreadable)} could not be "
+                             "read; move them away to start afresh")
+        return None
+
+    def save(self) -> str:
+        """Writes a checkpoint (atomically: files first, then the index). Raises StorageError on failure."""
         try:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
-            raise InputError(f"the checkpoint {latest} does not match this method/config ({e}); "
-                             "use a new --workdir or the settings it was written with") from e
-        return latest
+            return self.manager.save(checkpoint_number=int(self.step.numpy()))
+        except (OSError, tf.errors.OpError) as e:
+            raise StorageError(
+                f"could not write a checkpoint in {self.manager.directory} ({type(e).__name__}: {e}); "
+                f"the previous one ({self.manager.latest_checkpoint or 'none'}) is intact: free space (or fix "
+                "the directory) and re-run the same command to resume from it") from e
+
+    @contextlib.contextmanager
+    def _stop_signals(self):
+        """SIGINT / SIGTERM ask training to stop at the next step boundary (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {}
+
+        def handler(signum, frame):
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
+            self._stop_signal = signum
+            self.log(f"\n{signal.Signals(signum).name}: stopping at the next step boundary to save a checkpoint"
+                     + (" (Ctrl-C again to stop without saving)" if signum == signal.SIGINT else ""))
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _interrupt(self, epoch: int, stage_index: int, stage_step: int):
+        """Saves the position reached and raises TrainingInterrupted."""
+        self.stage_index.assign(stage_index)
+        self.stage_step.assign(stage_step)
+        path = self.save()
+        signum, self._stop_signal = self._stop_signal, None
+        raise TrainingInterrupted(
+            f"stopped by {signal.Signals(signum).name} in epoch {epoch + 1} at step {int(self.step.numpy())}; "
+            f"saved {path}: re-run the same command to continue from there", signum)
 
     # -- inference -------------------------------------------------------------------
     def predict_all(self, fn: Callable | None = None, subset: np.ndarray | None = None,
@@ -229,9 +306,15 @@ class Trainer:
             self.log(f"resumed from {resumed} (epoch {int(self.epoch.numpy())}, step {int(self.step.numpy())})")
         if not self.method.trainable:
             return self._run_fit(resumed)
+        with self._stop_signals():
+            return self._run_epochs(resumed)
+
+    def _run_epochs(self, resumed) -> TrainResult:
         cfg = self.method.config
         num_epochs = self.method.num_epochs()
         start = int(self.epoch.numpy())
+        # an interrupted epoch continues at (stage, step); -1: it starts afresh
+        resume_stage, resume_step = int(self.stage_index.numpy()), int(self.stage_step.numpy())
         train_seconds, images, steps_run = 0.0, 0, 0
         result, probs = {}, None
         for epoch in range(start, num_epochs):
@@ -240,8 +323,15 @@ class Trainer:
                 break
             plan = self.method.epoch_plan(epoch, self.predict_all)
             bar = keras.utils.Progbar(plan.steps, verbose=1 if self.progress else 0, unit_name="step")
-            elapsed, done = 0.0, 0
-            for stage in plan.stages:
+            elapsed, done, epoch_images, epoch_steps = 0.0, 0, 0, 0
+            for index, stage in enumerate(plan.stages):
+                skip = 0
+                if epoch == start and resume_stage >= 0:
+                    if index < resume_stage:  # trained before the interruption
+                        done += stage.steps
+                        continue
+                    if index == resume_stage:
+                        skip = min(resume_step, stage.steps)
                 self._probabilities = None
                 if stage.begin is not None:
                     summaries.write_logs(self.writer, stage.begin(), int(self.step.numpy()))
@@ -250,21 +340,35 @@ class Trainer:
                 step_fn = self._distributed_step(stage.step)
                 t0 = time.perf_counter()
                 dataset = pipeline.stage_dataset(self.source, self.preprocessor, cfg.augment, stage, self.seed, epoch)
-                for batch in distribute_batches(self.strategy, dataset):
+                done += skip
+                in_stage = skip
+                for batch in distribute_batches(self.strategy, dataset.skip(skip) if skip else dataset):
                     out = self._train_step(step_fn, batch, epoch)
                     done += 1
+                    in_stage += 1
+                    epoch_images += stage.batch_size
+                    epoch_steps += 1
                     bar.update(done, [(k.split("/")[-1], v) for k, v in out.items()])
+                    if self._stop_signal is not None:
+                        self._interrupt(epoch, index, in_stage)
                 elapsed += time.perf_counter() - t0
             train_seconds += elapsed
-            images += plan.images
-            steps_run += plan.steps
+            images += epoch_images
+            steps_run += epoch_steps
             self.epoch.assign(epoch + 1)
-            epoch_logs = {"train/images_per_second": plan.images / max(elapsed, 1e-9),
-                          "train/steps_per_second": plan.steps / max(elapsed, 1e-9)}
+            self.stage_index.assign(-1)
+            self.stage_step.assign(0)
+            epoch_logs = {"train/images_per_second": epoch_images / max(elapsed, 1e-9),
+                          "train/steps_per_second": epoch_steps / max(elapsed, 1e-9)}
             summaries.write_logs(self.writer, epoch_logs, int(self.step.numpy()))
             last = epoch + 1 == num_epochs or self.method.finished()
-            if last or (epoch + 1) % cfg.checkpoint_every == 0:
-                self.manager.save(checkpoint_number=int(self.step.numpy()))
+            if last or (epoch + 1) % cfg.checkpoint_every == 0 or self._stop_signal is not None:
+                self.save()
+            if self._stop_signal is not None:  # came during the epoch's eager work: its end is saved
+                signum, self._stop_signal = self._stop_signal, None
+                raise TrainingInterrupted(
+                    f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1}; saved "
+                    f"{self.manager.latest_checkpoint}: re-run the same command to continue", signum)
             if last or ((epoch + 1) % cfg.eval_every == 0 and plan.evaluate):
                 result, probs = self.evaluate()
                 shown = {k: round(v, 4) for k, v in result.items()
@@ -288,7 +392,7 @@ class Trainer:
             logs = self.method.fit(x)
             self.epoch.assign(1)
             summaries.write_scalars(self.writer, logs, 0)
-            self.manager.save(checkpoint_number=0)
+            self.save()
         seconds = time.perf_counter() - t0
         result, probs = self.evaluate()
         return TrainResult(metrics=result, epochs_run=0 if resumed else 1, steps=0, train_seconds=seconds,

@@ -1,0 +1,179 @@
+"""The faults a long run meets: a work directory in use, a full disk, a truncated checkpoint,
+SIGINT / SIGTERM in the middle of an epoch."""
+
+import glob
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfcluster import run
+from tfcluster.errors import InputError, StorageError, TrainingInterrupted, WorkdirInUseError
+from tfcluster.training import loop
+from tfcluster.training.workdir import WorkdirLock
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ("width=0.125", "batch_size=64", "bn_momentum=0.9", "eval_every=1", "augment.rotation=0",
+        "augment.shift=0", "augment.scale=1,1", "checkpoint_every=1", "max_checkpoints=5")
+STEPS_PER_EPOCH = 1797 // 64  # digits
+
+
+def _options(workdir, epochs=2, **kw):
+    return run.RunOptions(method="dac", dataset="digits", workdir=str(workdir), preset="cpu", seed=3,
+                          overrides=TINY + (f"epochs={epochs}",), progress=False, export=False, **kw)
+
+
+def _checkpoints(workdir):
+    return tf.train.get_checkpoint_state(os.path.join(workdir, "checkpoints")).all_model_checkpoint_paths
+
+
+HOLD = """
+import sys, time
+from tfcluster.training.workdir import WorkdirLock
+lock = WorkdirLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_work_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    workdir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(workdir)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.perf_counter()
+        with pytest.raises(WorkdirInUseError, match=rf"in use by process {holder.pid} on .*another --workdir"):
+            run.train(_options(workdir), log=lambda m: None)
+        with pytest.raises(WorkdirInUseError):
+            WorkdirLock(str(workdir)).acquire()
+        assert time.perf_counter() - t0 < 30  # refused, not waited for
+        assert not os.path.exists(workdir / "checkpoints")
+    finally:
+        holder.kill()  # SIGKILL: no chance to release; the OS drops the flock
+        holder.wait()
+    messages = []
+    metrics = run.train(_options(workdir, epochs=1), log=messages.append)
+    assert metrics["epochs_run"] == 1
+    assert any("took over the lock" in m and str(holder.pid) in m for m in messages)
+    with WorkdirLock(str(workdir)) as lock:  # released cleanly at the end of the run: nothing stale
+        assert lock.stale_holder is None
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path):
+    workdir = tmp_path / "run"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit then fail with EFBIG
+
+    def fill_disk_after_epoch_1(message):
+        if message.startswith("epoch 1/"):  # its checkpoint is written: no later one may pass half its size
+            (first,) = _checkpoints(workdir)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(glob.glob(first + ".data-*")[0]) // 2, hard))
+
+    try:
+        with pytest.raises(StorageError, match=r"could not write a checkpoint .* the previous one .*ckpt-"
+                                               rf"{STEPS_PER_EPOCH}\) is intact"):
+            run.train(_options(workdir, epochs=2), log=fill_disk_after_epoch_1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    (first,) = _checkpoints(workdir)
+    assert first.endswith(f"ckpt-{STEPS_PER_EPOCH}")
+    messages = []
+    metrics = run.train(_options(workdir, epochs=2), log=messages.append)  # resumes from the intact one
+    assert any(m.startswith(f"resumed from {first}") for m in messages)
+    assert metrics["epochs_run"] == 1 and metrics["steps"] == 2 * STEPS_PER_EPOCH
+
+
+def test_a_failed_export_leaves_no_partial_version(tmp_path, monkeypatch):
+    workdir = tmp_path / "run"
+    run.train(dataclasses_replace(_options(workdir, epochs=1), export=True), log=lambda m: None)
+    assert os.listdir(workdir / "export") == ["1"]
+    real_save = tf.saved_model.save
+
+    def full_disk(*args, **kwargs):
+        os.makedirs(args[1], exist_ok=True)
+        open(os.path.join(args[1], "saved_model.pb"), "wb").write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tf.saved_model, "save", full_disk)
+    with pytest.raises(StorageError, match="could not write the SavedModel .*No space left"):
+        run.train(dataclasses_replace(_options(workdir, epochs=1), export=True), log=lambda m: None)
+    assert os.listdir(workdir / "export") == ["1"]  # no half-written version 2, no temporary directory
+    monkeypatch.setattr(tf.saved_model, "save", real_save)
+    run.train(dataclasses_replace(_options(workdir, epochs=1), export=True), log=lambda m: None)
+    assert sorted(os.listdir(workdir / "export")) == ["1", "2"]
+
+
+def dataclasses_replace(options, **kw):
+    import dataclasses
+
+    return dataclasses.replace(options, **kw)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(epochs):
+    def log(message):
+        if message.startswith(f"epoch {epochs}/"):
+            raise _Stop()
+    return log
+
+
+def test_a_truncated_latest_checkpoint_is_reported_and_the_one_before_used(tmp_path):
+    workdir = tmp_path / "run"
+    with pytest.raises(_Stop):
+        run.train(_options(workdir, epochs=3), log=_stop_after(2))
+    first, latest = _checkpoints(workdir)
+    data = glob.glob(latest + ".data-*")[0]
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 3)
+    messages = []
+    metrics = run.train(_options(workdir, epochs=3), log=messages.append)
+    assert any(m.startswith(f"checkpoint {latest} is unreadable") for m in messages)
+    assert any(m.startswith(f"resumed from {first} (epoch 1, step {STEPS_PER_EPOCH})") for m in messages)
+    assert metrics["epochs_run"] == 2 and metrics["steps"] == 3 * STEPS_PER_EPOCH
+    # nothing readable at all: a clear error, not a fresh start over the user's files
+    for path in glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index")):
+        open(path, "wb").close()
+    with pytest.raises(InputError, match="no readable checkpoint"):
+        run.train(_options(workdir, epochs=3), log=lambda m: None)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_saves_at_the_next_step_and_the_rerun_continues_the_epoch(tmp_path, monkeypatch, signum):
+    workdir = tmp_path / "run"
+    original = loop.Trainer._train_step
+    calls = []
+
+    def step_then_signal(self, step_fn, batch, epoch):
+        out = original(self, step_fn, batch, epoch)
+        calls.append(int(self.step.numpy()))
+        if len(calls) == STEPS_PER_EPOCH + 5:  # the 6th step of the second epoch
+            os.kill(os.getpid(), signum)
+        return out
+
+    monkeypatch.setattr(loop.Trainer, "_train_step", step_then_signal)
+    before = signal.getsignal(signum)
+    with pytest.raises(TrainingInterrupted, match=rf"stopped by {signum.name} in epoch 2 at step "
+                                                  rf"{STEPS_PER_EPOCH + 5}; saved .*re-run") as info:
+        run.train(_options(workdir, epochs=3), log=lambda m: None)
+    assert info.value.signal_number == signum
+    assert signal.getsignal(signum) is before and len(calls) == STEPS_PER_EPOCH + 5  # handler put back
+    assert _checkpoints(workdir)[-1].endswith(f"ckpt-{STEPS_PER_EPOCH + 5}")
+    monkeypatch.setattr(loop.Trainer, "_train_step", original)
+    messages = []
+    metrics = run.train(_options(workdir, epochs=3), log=messages.append)
+    assert any(m.startswith(f"resumed from {_checkpoints(workdir)[-3]} (epoch 1, step {STEPS_PER_EPOCH + 5})")
+               for m in messages)
+    # the rest of epoch 2, then epoch 3: no step lost or repeated
+    assert metrics["steps"] == 3 * STEPS_PER_EPOCH and metrics["epochs_run"] == 2
+    assert metrics["acc"] is not None and np.isfinite(metrics["acc"])
