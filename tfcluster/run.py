@@ -195,3 +195,67 @@ def _train_locked(options, log, method, source, preprocessor, resolved, workdir,
     out["wall_seconds"] = round(time.perf_counter() - t0, 3)
     config_lib.write_json(os.path.join(workdir, "metrics.json"), out)
     return out
+
+
+# The method `cluster` trains unless told otherwise: the best of the cpu presets on Fashion-MNIST,
+# the benchmark closest to photos and drawings of objects (docs/RESULTS.md).
+CLUSTER_METHOD = "gatcluster"
+
+
+def cluster_folder(folder: str, output: str, num_clusters: int, method: str = CLUSTER_METHOD,
+                   preset: str = "cpu", size: str = "", channels: int = 0, seed: int = 0, overrides: tuple = (),
+                   copy_images: bool = False, precision: str = "auto", progress: bool = True,
+                   log=print) -> dict:
+    """Clusters a folder of images in one step: trains, then writes export.report's outputs under `output`.
+
+    Args:
+      folder: the images (nested sub-folders, any size and mode PIL reads).
+      output: where everything goes (the run itself in output/run: re-running resumes it).
+      num_clusters: K (>= 2).
+      size: "H" or "HxW" every image is resized to ("" = the first image's size).
+      channels: 1 or 3 (0 = from the first image's mode).
+    Returns the summary (also output/summary.json): cluster sizes, counts, paths of the outputs.
+    """
+    from tfcluster.export import report
+
+    if not os.path.isdir(folder):
+        raise InputError(f"image folder not found: {folder!r}")
+    folder_abs, output_abs = os.path.abspath(folder), os.path.abspath(output)
+    if os.path.commonpath([folder_abs, output_abs]) == folder_abs:
+        raise InputError(f"the output directory {output!r} is inside the image folder {folder!r}: a re-run would "
+                         "read its own outputs as images; choose an output outside it")
+    if int(num_clusters) < 2:
+        raise InputError(f"--num_clusters must be at least 2, got {num_clusters}")
+    query = "&".join(f"{k}={v}" for k, v in (("size", size), ("channels", channels)) if v)
+    spec = f"folder:{folder_abs}" + (f"?{query}" if query else "")
+    source = sources.load(spec)  # train() says how many files were skipped; unreadable.txt lists them
+    options = RunOptions(method=method, dataset=spec, workdir=os.path.join(output_abs, "run"), preset=preset,
+                         num_clusters=int(num_clusters), seed=seed, overrides=tuple(overrides), progress=progress,
+                         precision=precision)
+    metrics_out = train(options, log=log, source=source)
+    probs = np.load(os.path.join(metrics_out["workdir"], "probabilities.npy"))
+    clusters, confidence = probs.argmax(1), probs.max(1)
+    k = probs.shape[1]
+    items = report.relative_items(source.info.items, folder_abs)
+    report.write_assignments(os.path.join(output_abs, "assignments.csv"), items, clusters, confidence)
+    order = report.cluster_order(clusters, confidence, k)
+    made = report.write_cluster_folders(output_abs, source.info.items, order, copy=copy_images)
+    report.contact_sheet(os.path.join(output_abs, "overview.png"), source.x, order)
+    sizes = [len(i) for i in order]
+    summary_line = (f"{len(items)} images of {folder} in {k} clusters by {method} (preset {preset}); "
+                    f"sizes {sizes}; {source.info.skipped} unreadable")
+    report.index_html(os.path.join(output_abs, "index.html"), made, [[items[i] for i in idx] for idx in order],
+                      f"tfcluster: {os.path.basename(folder_abs) or folder_abs}", summary_line)
+    unreadable = report.relative_items(source.info.skipped_items, folder_abs)
+    config_lib.atomic_write_text(os.path.join(output_abs, "unreadable.txt"),
+                                 "".join(f"{p}\n" for p in unreadable))
+    summary = {
+        "images": len(items), "unreadable": len(unreadable), "num_clusters": k, "cluster_sizes": sizes,
+        "mean_confidence": round(float(confidence.mean()), 4), "method": method, "preset": preset,
+        "assignments": os.path.join(output_abs, "assignments.csv"), "clusters": os.path.join(output_abs, "clusters"),
+        "overview": os.path.join(output_abs, "overview.png"), "index": os.path.join(output_abs, "index.html"),
+        "unreadable_list": os.path.join(output_abs, "unreadable.txt"), "export": metrics_out.get("export"),
+        "wall_seconds": metrics_out["wall_seconds"],
+    }
+    config_lib.write_json(os.path.join(output_abs, "summary.json"), summary)
+    return summary

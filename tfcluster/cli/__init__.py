@@ -1,5 +1,6 @@
 r"""The `tfcluster` console command: `tfcluster SUBCOMMAND [--flags]`.
 
+  tfcluster cluster my_images/ --num_clusters=10 --output=my_clusters/
   tfcluster train --method=dac --preset=cpu --dataset=mnist5k --workdir=runs/dac
   tfcluster evaluate --model=runs/dac/export --dataset=mnist5k
   tfcluster predict --model=runs/dac/export --input=my_images/ --output=out/
@@ -16,6 +17,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
+    "cluster": "cluster a folder of images in one step: assignments, a folder per cluster, a contact sheet",
     "train": "train a method on a dataset; print metrics; export a SavedModel",
     "evaluate": "ACC / NMI / ARI of an exported model on a labelled dataset",
     "predict": "assign exported-model clusters to new images (assignments.csv, one folder per cluster)",

@@ -55,6 +55,7 @@ class DatasetInfo:
       modality: "image" (uint8 pixels) or "vector" (float32 features).
       class_names: optional names of the classes.
       skipped: files that could not be decoded (folder sources).
+      skipped_items: their paths.
       items: names of the samples (file paths for folder sources), else empty.
       num_samples: number of samples (presets may scale epochs by it).
     """
@@ -65,6 +66,7 @@ class DatasetInfo:
     modality: str = "image"
     class_names: tuple = ()
     skipped: int = 0
+    skipped_items: tuple = ()
     items: tuple = ()
     num_samples: int = 0
 
@@ -513,7 +515,7 @@ def _load_folder(path, size=None, channels=None):
         raise InputError(f"image folder {path!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     target = _parse_size(size)
     channels = int(channels) if channels else None
-    images, keep, kept_files, skipped = [], [], [], 0
+    images, keep, kept_files, skipped = [], [], [], []
     for f, lab in zip(files, labels):
         try:
             with Image.open(f) as im:
@@ -526,8 +528,8 @@ def _load_folder(path, size=None, channels=None):
                 if (im.height, im.width) != target:
                     im = im.resize((target[1], target[0]), Image.BILINEAR)
                 arr = np.asarray(im, np.uint8)
-        except Exception:  # unreadable or corrupt file: skip and count, as promised
-            skipped += 1
+        except Exception:  # unreadable or corrupt file: skip, count and list, as promised
+            skipped.append(f)
             continue
         images.append(arr.reshape(target[0], target[1], channels))
         keep.append(lab)
@@ -535,7 +537,8 @@ def _load_folder(path, size=None, channels=None):
     if not images:
         raise InputError(f"image folder {path!r}: none of its {len(files)} image files could be decoded")
     y = np.asarray(keep, np.int64)
-    extra = {"skipped": skipped, "class_names": classes if np.all(y >= 0) else (), "items": tuple(kept_files)}
+    extra = {"skipped": len(skipped), "skipped_items": tuple(skipped),
+             "class_names": classes if np.all(y >= 0) else (), "items": tuple(kept_files)}
     if not np.all(y >= 0):
         y[:] = -1
     return np.stack(images), y, extra

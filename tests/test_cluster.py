@@ -1,0 +1,97 @@
+"""`tfcluster cluster DIR`: one command from a folder of images to clusters a person can look at."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+SUBDIRS = ["photos", os.path.join("scans", "2019"), os.path.join("misc", "ünïcödé dir")]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """90 images of three kinds (bright band left / middle / right) in nested folders, mixed sizes
+    and modes, non-ASCII names, and three corrupt files."""
+    root = tmp_path_factory.mktemp("images") / "my images"
+    rng = np.random.RandomState(0)
+    for j in range(90):
+        kind = j % 3
+        img = rng.randint(0, 40, (24, 24)).astype(np.uint8)
+        img[:, kind * 8:(kind + 1) * 8] = 220
+        im = Image.fromarray(img)
+        if j % 4 == 1:
+            im = im.resize((30, 30))
+        if j % 5 == 2:
+            im = im.convert("RGB")
+        sub = root / SUBDIRS[j % 3]
+        sub.mkdir(parents=True, exist_ok=True)
+        im.save(sub / f"{'数字' if j % 7 == 0 else 'img'} {j:03d}.png")
+    for k, sub in enumerate(SUBDIRS):
+        (root / sub / f"broken_{k}.png").write_bytes(b"\x89PNG truncated")
+    return root
+
+
+def _cluster(*args):
+    exe = shutil.which("tfcluster")
+    assert exe, "no `tfcluster` command on PATH: install the project (pip install -e .)"
+    return subprocess.run([exe, "cluster", *map(str, args)], capture_output=True, text=True, env=ENV, timeout=600)
+
+
+def test_cluster_a_folder_in_one_command(folder, tmp_path):
+    before = sorted(str(p) for p in folder.rglob("*"))
+    out = tmp_path / "out"
+    proc = _cluster(folder, "--num_clusters=3", f"--output={out}", "--method=kmeans", "--size=24",
+                    "--progress=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert (summary["images"], summary["unreadable"], summary["num_clusters"]) == (90, 3, 3)
+    rows = list(csv.DictReader(open(out / "assignments.csv", encoding="utf-8")))
+    expected = sorted(os.path.relpath(p, folder) for p in map(str, folder.rglob("img*.png"))) + \
+        sorted(os.path.relpath(p, folder) for p in map(str, folder.rglob("数字*.png")))
+    assert sorted(r["path"] for r in rows) == sorted(expected)
+    assert all(0 < float(r["confidence"]) <= 1 for r in rows)
+    # the three kinds of image are three clusters
+    kind = {r["path"]: int(os.path.basename(r["path"]).split()[-1][:3]) % 3 for r in rows}
+    by_cluster = {}
+    for r in rows:
+        by_cluster.setdefault(int(r["cluster"]), set()).add(kind[r["path"]])
+    assert sorted(map(len, by_cluster.values())) == [1, 1, 1]
+    assert sorted(open(out / "unreadable.txt", encoding="utf-8").read().split("\n")[:-1]) == sorted(
+        os.path.join(sub, f"broken_{k}.png") for k, sub in enumerate(SUBDIRS))
+    # one folder per cluster, of links to the originals, most confident first
+    folders = sorted(os.listdir(out / "clusters"))
+    assert folders == ["cluster_00", "cluster_01", "cluster_02"]
+    linked = {}
+    for c, name in enumerate(folders):
+        for f in sorted(os.listdir(out / "clusters" / name)):
+            path = out / "clusters" / name / f
+            assert path.is_symlink() and path.resolve().is_file()
+            linked[os.path.relpath(path.resolve(), folder.resolve())] = c
+    assert linked == {r["path"]: int(r["cluster"]) for r in rows}
+    sheet = Image.open(out / "overview.png")
+    assert sheet.size[1] >= 3 * 64
+    page = open(out / "index.html", encoding="utf-8").read()
+    assert all(f"cluster {c:02d} (" in page for c in range(3)) and "ünïcödé" in page
+    assert os.path.isdir(out / "run" / "export" / "1")
+    assert sorted(str(p) for p in folder.rglob("*")) == before  # nothing written into the input folder
+    # re-running resumes the finished run and rewrites the same outputs
+    again = _cluster(folder, "--num_clusters=3", f"--output={out}", "--method=kmeans", "--size=24",
+                     "--progress=false")
+    assert again.returncode == 0 and "resumed from" in again.stdout + again.stderr
+    assert list(csv.DictReader(open(out / "assignments.csv", encoding="utf-8"))) == rows
+
+
+def test_cluster_refuses_an_output_inside_the_folder_and_bad_arguments(folder, tmp_path):
+    proc = _cluster(folder, "--num_clusters=3", f"--output={folder / 'out'}", "--method=kmeans")
+    assert proc.returncode != 0 and "inside the image folder" in proc.stderr
+    assert not (folder / "out").exists()
+    proc = _cluster(tmp_path / "nope", "--num_clusters=3", f"--output={tmp_path / 'o'}")
+    assert proc.returncode != 0 and "image folder not found" in proc.stderr
+    proc = _cluster(folder, f"--output={tmp_path / 'o'}")
+    assert proc.returncode != 0 and "--num_clusters" in proc.stderr

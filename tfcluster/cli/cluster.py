@@ -1,0 +1,58 @@
+r"""Clusters a folder of images in one step: trains, assigns, writes folders, a contact sheet and a web page.
+
+  tfcluster cluster my_images/ --num_clusters=10 --output=my_clusters/
+
+Writes under --output: assignments.csv (path, cluster, confidence) for every
+readable image, clusters/cluster_KK/ (links to the images, most confident
+first; --copy_images copies), overview.png (per cluster its size and most
+confident images), index.html, unreadable.txt, summary.json and run/ (the
+training run: checkpoints, TensorBoard, the SavedModel in run/export for
+`tfcluster predict`). Re-running the same command resumes. The default method,
+GATCluster, scored best of the cpu presets on Fashion-MNIST (docs/RESULTS.md).
+"""
+
+import json
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("num_clusters", None, "number of clusters K (>= 2)", required=True)
+flags.DEFINE_string("output", None, "output directory (outside the image folder)", required=True)
+flags.DEFINE_string("method", "gatcluster", "clustering method (tfcluster train --help lists them)")
+flags.DEFINE_string("preset", "cpu", "config preset")
+flags.DEFINE_string("size", "32", "resize every image to H or HxW pixels ('' = the first image's size)")
+flags.DEFINE_integer("channels", 0, "1 (grayscale) or 3 (RGB); 0 = from the first image")
+flags.DEFINE_bool("copy_images", False, "copy the images into the cluster folders instead of linking them")
+flags.DEFINE_integer("seed", 0, "random seed")
+flags.DEFINE_multi_string("set", [], "config override field=value (repeatable)")
+flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"], "network compute precision")
+flags.DEFINE_bool("progress", True, "show a progress bar")
+
+
+def main(argv):
+    if len(argv) != 2:
+        raise app.UsageError("give one image folder: tfcluster cluster DIR --num_clusters=K --output=OUT")
+    from tfcluster import run
+    from tfcluster.errors import TfclusterError, TrainingInterrupted
+
+    try:
+        summary = run.cluster_folder(argv[1], FLAGS.output, FLAGS.num_clusters, method=FLAGS.method,
+                                     preset=FLAGS.preset, size=FLAGS.size, channels=FLAGS.channels, seed=FLAGS.seed,
+                                     overrides=tuple(FLAGS.set), copy_images=FLAGS.copy_images,
+                                     precision=FLAGS.precision, progress=FLAGS.progress)
+    except TrainingInterrupted as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(128 + e.signal_number) from e
+    except TfclusterError as e:
+        raise SystemExit(f"error: {e}") from e
+    print(json.dumps(summary, indent=2))
+
+
+def run(argv=None):
+    """Parses the flags (sys.argv by default) and runs `main`."""
+    app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+    run()
