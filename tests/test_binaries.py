@@ -94,7 +94,7 @@ def test_dac_binary_on_two_replicas(tiny_npz, tmp_path):
     path, _, _ = tiny_npz
     workdir = str(tmp_path / "dac")
     _run("train.py", "--method=dac", f"--dataset=npz:{path}", f"--workdir={workdir}", "--cpu_replicas=2",
-         "--set=epochs=1", "--set=width=0.125", "--set=batch_size=16", "--progress=false")
+         "--set=epochs=1", "--set=width=0.125", "--set=batch_size=16", "--progress=false", "--precision=float32")
     config = json.load(open(os.path.join(workdir, "config.json")))
     assert config["replicas"] == 2 and config["config"]["epochs"] == 1
     assert os.path.exists(os.path.join(workdir, "export", "1", "saved_model.pb"))
@@ -138,7 +138,7 @@ def test_dac_binary_on_two_workers_equals_two_replicas(tiny_npz, tmp_path):
     subdirectory, and a second start resumes both from the chief's checkpoint."""
     path, _, _ = tiny_npz
     common = ["--method=dac", f"--dataset=npz:{path}", "--set=epochs=2", "--set=width=0.125", "--set=batch_size=16",
-              "--progress=false", "--circle_plot=false"]
+              "--progress=false", "--circle_plot=false", "--precision=float32"]
     reference = str(tmp_path / "mirrored")
     _run("train.py", *common, f"--workdir={reference}", "--cpu_replicas=2")
     workdir = str(tmp_path / "workers")
