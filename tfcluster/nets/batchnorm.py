@@ -82,7 +82,7 @@ class BatchNormCalibrator:
                 axes = list(range(len(h.shape) - 1))
                 count = tf.cast(tf.reduce_prod(tf.shape(h)[:-1]), tf.float32)
                 mean = tf.reduce_mean(h, axes)
-                parts += [mean, tf.reduce_sum(tf.square(h - mean), axes), [count]]
+                parts += [mean, tf.reduce_sum(tf.math.squared_difference(h, mean), axes), [count]]
             return tf.concat(parts, 0)[None]
 
         return stats
