@@ -14,14 +14,17 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def float32_under_auto(monkeypatch):
+@pytest.fixture(scope="session", autouse=True)
+def float32_under_auto():
     """`--precision=auto` means float32 in tests, whatever the CPU: the exact comparisons (replicas,
-    resume, determinism) are float32 ones; tests/test_precision.py asks for bfloat16 by name."""
+    resume, determinism, export) are float32 ones; tests/test_precision.py asks for bfloat16 by name.
+    Session-scoped, so that module-scoped trained fixtures see it too."""
     from tfcluster import methods
 
-    for name in methods.names():
-        monkeypatch.setattr(methods.get(name), "auto_bfloat16", False)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in methods.names():
+            patch.setattr(methods.get(name), "auto_bfloat16", False)
+        yield
 
 
 @pytest.fixture(scope="session")
