@@ -1,6 +1,8 @@
 """Alias of `tfcluster evaluate` (tfcluster/cli/evaluate.py), for running from a checkout."""
 
-from tfcluster.cli import evaluate
+import sys
+
+from tfcluster import cli
 
 if __name__ == "__main__":
-    evaluate.run()
+    sys.exit(cli.main(["tfcluster", "evaluate", *sys.argv[1:]]))

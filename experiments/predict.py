@@ -1,6 +1,8 @@
 """Alias of `tfcluster predict` (tfcluster/cli/predict.py), for running from a checkout."""
 
-from tfcluster.cli import predict
+import sys
+
+from tfcluster import cli
 
 if __name__ == "__main__":
-    predict.run()
+    sys.exit(cli.main(["tfcluster", "predict", *sys.argv[1:]]))

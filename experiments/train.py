@@ -1,6 +1,8 @@
 """Alias of `tfcluster train` (tfcluster/cli/train.py), for running from a checkout."""
 
-from tfcluster.cli import train
+import sys
+
+from tfcluster import cli
 
 if __name__ == "__main__":
-    train.run()
+    sys.exit(cli.main(["tfcluster", "train", *sys.argv[1:]]))

@@ -1,6 +1,8 @@
 """Alias of `tfcluster transfer` (tfcluster/cli/transfer.py), for running from a checkout."""
 
-from tfcluster.cli import transfer
+import sys
+
+from tfcluster import cli
 
 if __name__ == "__main__":
-    transfer.run()
+    sys.exit(cli.main(["tfcluster", "transfer", *sys.argv[1:]]))
