@@ -29,6 +29,6 @@ setuptools.setup(
         "pillow",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
     entry_points={"console_scripts": ["tfcluster=tfcluster.cli:console"]},
 )

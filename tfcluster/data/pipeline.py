@@ -35,7 +35,7 @@ def _batch_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib.A
     """fn(raw [B,...], label [B], index [B], params) -> one training element (module docstring).
 
     `params` are the augmentation parameters of the B * V views, view v of
-    sample b at row b * V + v (augment.draw), or None to draw nothing.
+    sample b at row b * V + v (augment.draw; empty when nothing is random).
     The whole batch is augmented in a few batched ops (augment.apply).
     """
     aug = augment or augment_lib.AugmentConfig()
