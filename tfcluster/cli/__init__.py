@@ -13,6 +13,7 @@ are aliases) with its own flags. `tfcluster --help` lists the subcommands,
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 
@@ -24,6 +25,25 @@ SUBCOMMANDS = {
     "transfer": "transfer evaluation (DCCM section 4.1): an MLP trained with labels on an export's frozen features",
 }
 HELP = ("-h", "--help", "-help", "--helpfull", "help")
+
+
+def reports_errors(main):
+    """Decorates a subcommand's absl `main`: a TfclusterError exits with "error: ..." (status 1);
+    TrainingInterrupted (a checkpoint was saved) with its message and status 128 + the signal."""
+
+    @functools.wraps(main)
+    def wrapped(argv):
+        from tfcluster.errors import TfclusterError, TrainingInterrupted
+
+        try:
+            return main(argv)
+        except TrainingInterrupted as e:
+            print(e, file=sys.stderr)
+            raise SystemExit(128 + e.signal_number) from e
+        except TfclusterError as e:
+            raise SystemExit(f"error: {e}") from e
+
+    return wrapped
 
 
 def usage() -> str:

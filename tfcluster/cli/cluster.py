@@ -12,9 +12,10 @@ GATCluster, scored best of the cpu presets on Fashion-MNIST (docs/RESULTS.md).
 """
 
 import json
-import sys
 
 from absl import app, flags
+
+from tfcluster.cli import reports_errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_clusters", None, "number of clusters K (>= 2)", required=True)
@@ -30,22 +31,16 @@ flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"], "network
 flags.DEFINE_bool("progress", True, "show a progress bar")
 
 
+@reports_errors
 def main(argv):
     if len(argv) != 2:
         raise app.UsageError("give one image folder: tfcluster cluster DIR --num_clusters=K --output=OUT")
     from tfcluster import run
-    from tfcluster.errors import TfclusterError, TrainingInterrupted
 
-    try:
-        summary = run.cluster_folder(argv[1], FLAGS.output, FLAGS.num_clusters, method=FLAGS.method,
-                                     preset=FLAGS.preset, size=FLAGS.size, channels=FLAGS.channels, seed=FLAGS.seed,
-                                     overrides=tuple(FLAGS.set), copy_images=FLAGS.copy_images,
-                                     precision=FLAGS.precision, progress=FLAGS.progress)
-    except TrainingInterrupted as e:
-        print(e, file=sys.stderr)
-        raise SystemExit(128 + e.signal_number) from e
-    except TfclusterError as e:
-        raise SystemExit(f"error: {e}") from e
+    summary = run.cluster_folder(argv[1], FLAGS.output, FLAGS.num_clusters, method=FLAGS.method,
+                                 preset=FLAGS.preset, size=FLAGS.size, channels=FLAGS.channels, seed=FLAGS.seed,
+                                 overrides=tuple(FLAGS.set), copy_images=FLAGS.copy_images,
+                                 precision=FLAGS.precision, progress=FLAGS.progress)
     print(json.dumps(summary, indent=2))
 
 

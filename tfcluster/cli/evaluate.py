@@ -7,21 +7,20 @@ import json
 
 from absl import app, flags
 
+from tfcluster.cli import reports_errors
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "export directory (a version dir or the export base)", required=True)
 flags.DEFINE_string("dataset", "mnist5k", "labelled dataset spec")
 flags.DEFINE_enum("nmi_average", "geometric", ["geometric", "arithmetic", "max", "min"], "NMI normalisation")
 
 
+@reports_errors
 def main(argv):
     del argv
     from tfcluster.export import use
-    from tfcluster.errors import TfclusterError
 
-    try:
-        result = use.evaluate(FLAGS.model, FLAGS.dataset, FLAGS.nmi_average)
-    except TfclusterError as e:
-        raise SystemExit(f"error: {e}") from e
+    result = use.evaluate(FLAGS.model, FLAGS.dataset, FLAGS.nmi_average)
     print(json.dumps(result, indent=2))
 
 

@@ -9,6 +9,8 @@ Writes OUTPUT/assignments.csv (item, cluster, confidence) and, with
 
 from absl import app, flags
 
+from tfcluster.cli import reports_errors
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "export directory (a version dir or the export base)", required=True)
 flags.DEFINE_string("input", None, "image folder or .npz file", required=True)
@@ -17,16 +19,13 @@ flags.DEFINE_bool("copy_images", False, "also write one sub-folder of images per
 flags.DEFINE_integer("batch_size", 256, "inference batch size")
 
 
+@reports_errors
 def main(argv):
     del argv
     from tfcluster.export import use
-    from tfcluster.errors import TfclusterError
 
-    try:
-        path, counts = use.predict(FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.copy_images,
-                                               FLAGS.batch_size)
-    except TfclusterError as e:
-        raise SystemExit(f"error: {e}") from e
+    path, counts = use.predict(FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.copy_images,
+                                           FLAGS.batch_size)
     print(f"wrote {path}; cluster sizes: {counts}")
 
 

@@ -8,9 +8,10 @@ Override any config field with --set, e.g. --set=epochs=5 --set=augment.rotation
 
 import json
 import os
-import sys
 
 from absl import app, flags
+
+from tfcluster.cli import reports_errors
 
 from tfcluster import methods  # noqa: E402  (the registries name the choices in --help)
 from tfcluster.data import sources  # noqa: E402
@@ -34,6 +35,7 @@ flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
 flags.DEFINE_bool("circle_plot", True, "save the label-feature circle map (DAC supplement eq. 1) as circle_map.png")
 
 
+@reports_errors
 def main(argv):
     del argv
     if FLAGS.cpu_replicas:
@@ -41,19 +43,12 @@ def main(argv):
 
         split_cpu(FLAGS.cpu_replicas)
     from tfcluster import run
-    from tfcluster.errors import TfclusterError, TrainingInterrupted
 
     options = run.RunOptions(method=FLAGS.method, dataset=FLAGS.dataset, workdir=FLAGS.workdir, preset=FLAGS.preset,
                              num_clusters=FLAGS.num_clusters, seed=FLAGS.seed, strategy=FLAGS.strategy,
                              overrides=tuple(FLAGS.set), deterministic=FLAGS.deterministic,
                              progress=FLAGS.progress, circle_plot=FLAGS.circle_plot, precision=FLAGS.precision)
-    try:
-        metrics = run.train(options)
-    except TrainingInterrupted as e:  # a checkpoint of where it stopped was saved
-        print(e, file=sys.stderr)
-        raise SystemExit(128 + e.signal_number) from e
-    except TfclusterError as e:
-        raise SystemExit(f"error: {e}") from e
+    metrics = run.train(options)
     print(json.dumps({k: metrics[k] for k in ("acc", "nmi", "ari", "num_samples", "method", "dataset", "seed",
                                               "precision", "wall_seconds")}, indent=2))
     print(f"exported SavedModel: {metrics['export']}\nmetrics: {os.path.join(metrics['workdir'], 'metrics.json')}")

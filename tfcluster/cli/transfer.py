@@ -10,6 +10,8 @@ import json
 
 from absl import app, flags
 
+from tfcluster.cli import reports_errors
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "export directory (a version dir or the export base)", required=True)
 flags.DEFINE_string("dataset", "fashion_mnist", "labelled dataset spec with train and test splits")
@@ -18,17 +20,14 @@ flags.DEFINE_integer("seed", 0, "MLP initialisation seed")
 flags.DEFINE_integer("max_iter", 200, "MLP training epochs at most (early stopping on 10% of the train split)")
 
 
+@reports_errors
 def main(argv):
     del argv
-    from tfcluster.errors import TfclusterError
     from tfcluster.export import transfer
 
-    try:
-        result = transfer.transfer(FLAGS.model, transfer.with_split(FLAGS.dataset, "train"),
-                                   transfer.with_split(FLAGS.dataset, "test"), FLAGS.hidden, FLAGS.seed,
-                                   FLAGS.max_iter)
-    except TfclusterError as e:
-        raise SystemExit(f"error: {e}") from e
+    result = transfer.transfer(FLAGS.model, transfer.with_split(FLAGS.dataset, "train"),
+                               transfer.with_split(FLAGS.dataset, "test"), FLAGS.hidden, FLAGS.seed,
+                               FLAGS.max_iter)
     print(json.dumps(result, indent=2))
 
 
