@@ -5,4 +5,4 @@ import sys
 from tfcluster import cli
 
 if __name__ == "__main__":
-    sys.exit(cli.main(["tfcluster", "evaluate", *sys.argv[1:]]))
+    sys.exit(cli.main(["tfcluster", "evaluate", *sys.argv[1:]], hide_native_logs=True))

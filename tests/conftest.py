@@ -14,6 +14,17 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test of 25 s or more; run first, so that the two xdist "
+                                       "workers finish together instead of one waiting on a long tail")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (stable otherwise): xdist hands tests out in this order, and a long test
+    started last keeps one worker busy after the other has run out of work."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def float32_under_auto():
     """`--precision=auto` means float32 in tests, whatever the CPU: the exact comparisons (replicas,

@@ -44,14 +44,23 @@ def tiny_npz(tmp_path_factory):
     return str(path), x, y
 
 
+@pytest.mark.slow
 def test_kmeans_train_evaluate_predict(tiny_npz, tmp_path):
     path, x, y = tiny_npz
     workdir = str(tmp_path / "km")
-    out = _run("tfcluster train", "--method=kmeans", f"--dataset=npz:{path}", f"--workdir={workdir}",
-               "--progress=false").stdout
-    printed = json.loads(out[out.index("{"):out.index("}") + 1])
-    assert printed["acc"] == 1.0 and printed["num_samples"] == 60 and printed["method"] == "kmeans"
+    proc = _run("tfcluster train", "--method=kmeans", f"--dataset=npz:{path}", f"--workdir={workdir}",
+                "--progress=false")
+    # The end summary: scores rounded alike, the cluster sizes, where the outputs are.
+    assert "ACC 1.0000 | NMI 1.0000 | ARI 1.0000" in proc.stdout, proc.stdout
+    assert "3 clusters (0 empty), sizes largest first: 20 20 20" in proc.stdout
+    for where in ("metrics.json", os.path.join(workdir, "export", "1"), "tensorboard --logdir"):
+        assert where in proc.stdout, where
+    # TensorFlow's C++ start-up lines are kept off stderr (ENV sets TF_CPP_MIN_LOG_LEVEL, which hides none).
+    for line in ("oneDNN custom operations", "cuda drivers", "All log messages before absl"):
+        assert line not in proc.stderr, proc.stderr
     saved = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert saved["acc"] == 1.0 and saved["num_samples"] == 60 and saved["method"] == "kmeans"
+    assert saved["cluster_sizes"] == [20, 20, 20]
     for key in ("acc", "nmi", "ari", "num_samples", "method", "dataset", "seed", "wall_seconds"):
         assert key in saved
     assert saved["label_uniformity_index"] == 1.0  # 20 images of each of the 3 classes
@@ -132,6 +141,7 @@ def _run_workers(args, ports, timeout=600):
     return outs
 
 
+@pytest.mark.slow
 def test_dac_binary_on_two_workers_equals_two_replicas(tiny_npz, tmp_path):
     """--strategy=multi_worker: two worker processes (one replica each) train what one process
     with two replicas trains; the chief writes the work directory, the other worker its own
@@ -182,6 +192,7 @@ def test_train_bad_input_errors(tiny_npz, tmp_path, args, message):
     assert message in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_bad_input(tiny_npz, tmp_path):
     proc = _run("evaluate.py", f"--model={tmp_path}", "--dataset=digits", ok=False)
     assert proc.returncode != 0 and "not a SavedModel" in proc.stderr
@@ -198,6 +209,7 @@ def test_evaluate_and_predict_bad_input(tiny_npz, tmp_path):
     assert proc.returncode != 0 and "holds no image files" in proc.stderr
 
 
+@pytest.mark.slow
 def test_dccm_train_then_transfer_evaluation(tmp_path):
     rng = np.random.RandomState(0)
     y = np.repeat(np.arange(2), 40)

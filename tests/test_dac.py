@@ -4,7 +4,8 @@ import tensorflow as tf
 
 from tfcluster.data.sources import DatasetInfo
 from tfcluster.losses import dac as dac_loss
-from tfcluster.methods.dac import DAC, DACConfig
+from tfcluster.configs.dac import DACConfig, ThresholdSchedule
+from tfcluster.methods.dac import DAC
 from tfcluster.nets import build_allconvnet
 from tfcluster.training.strategy import make_strategy
 from tfcluster.nets.batchnorm import BatchNormCalibrator
@@ -26,7 +27,7 @@ def test_restraint_layer_matches_numpy_and_outputs_nonnegative_unit_vectors():
 
 
 def test_threshold_schedule_is_the_papers():
-    s = dac_loss.ThresholdSchedule()
+    s = ThresholdSchedule()
     assert s.thresholds(0.0) == pytest.approx((0.95, 0.455))
     u, l = s.thresholds(s.lambda_at(10))
     assert u == pytest.approx(0.95 - 10 * 0.0099) and l == pytest.approx(0.455 + 0.1 * 10 * 0.0099)
@@ -127,7 +128,7 @@ def _one_step(strategy, batch_np, select_on):
     tf.keras.utils.set_random_seed(0)
     info = DatasetInfo("t", 4, (12, 12, 1))
     cfg = DACConfig(width=0.125, bn_momentum=0.9, batch_size=8, select_on=select_on,
-                    schedule=dac_loss.ThresholdSchedule(upper0=0.8, lower0=0.6))
+                    schedule=ThresholdSchedule(upper0=0.8, lower0=0.6))
     method = DAC(cfg, info, 4, strategy, (12, 12, 1))
     method.build()
     if select_on == "epoch":

@@ -9,7 +9,8 @@ from tfcluster.data.sources import DatasetInfo
 from tfcluster.errors import InputError
 from tfcluster.export import ExportedModel
 from tfcluster.losses import dbc as dbc_loss
-from tfcluster.methods.dbc import DBC, DBCConfig
+from tfcluster.configs.dbc import DBCConfig
+from tfcluster.methods.dbc import DBC
 from tfcluster.nets.fcae import MaxPoolWithArgmax, MaxUnpool, build_fcae
 from tfcluster.training.loop import Trainer
 from tfcluster.training.strategy import make_strategy
@@ -230,6 +231,7 @@ def test_a_run_killed_in_stage_two_resumes_in_stage_two(tmp_path, mnist_small):
     assert out["epochs_run"] == 2 and out["steps"] == 5 * 10
 
 
+@pytest.mark.slow
 def test_short_run_beats_kmeans_on_pixels(tmp_path, mnist_small):
     kmeans = run.train(run.RunOptions(method="kmeans", dataset="mnist1k", workdir=str(tmp_path / "km"),
                                       preset="cpu", seed=0, progress=False), log=lambda m: None,

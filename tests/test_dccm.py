@@ -12,7 +12,8 @@ from tfcluster.losses import common
 from tfcluster.export import transfer
 from tfcluster.export import ExportedModel
 from tfcluster.losses import dccm as dccm_loss
-from tfcluster.methods.dccm import DCCM, DCCMConfig
+from tfcluster.configs.dccm import DCCMConfig
+from tfcluster.methods.dccm import DCCM
 from tfcluster.nets.dccm import MIDiscriminator, build_dccm_net
 from tfcluster.training.strategy import make_strategy
 
@@ -194,6 +195,7 @@ def test_two_replica_step_equals_one_device_step(targets):
     assert np.median(diffs) < 1e-7
 
 
+@pytest.mark.slow
 def test_short_run_beats_kmeans_on_pixels(tmp_path):
     """8 epochs of MNIST-5k, one device (the replica tests check two), deterministic (the same ACC on
     every run of this test: 0.662 in development, k-means 0.519). On the 1,000-image subset DCCM stays

@@ -128,6 +128,7 @@ def _stop_after(epochs):
     return log
 
 
+@pytest.mark.slow
 def test_a_truncated_latest_checkpoint_is_reported_and_the_one_before_used(tmp_path):
     workdir = tmp_path / "run"
     with pytest.raises(_Stop):

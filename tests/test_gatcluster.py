@@ -14,7 +14,8 @@ from tfcluster.data.sources import DatasetInfo
 from tfcluster.errors import InputError
 from tfcluster.export.saved_model import ExportedModel
 from tfcluster.losses import gatcluster as gl
-from tfcluster.methods.gatcluster import GATCluster, GATClusterConfig
+from tfcluster.configs.gatcluster import GATClusterConfig
+from tfcluster.methods.gatcluster import GATCluster
 from tfcluster.methods.plan import Stage
 from tfcluster.nets.gatcluster import GaussianAttention, build_gatcluster_net, gaussian_map
 from tfcluster.training.strategy import make_strategy
@@ -292,6 +293,7 @@ def _one_step(strategy, batch, **kw):
     return logs, [w.numpy() for w in method.model.weights], method.relation_ids.numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target_bn", ["moving", "recalibrate"])
 def test_two_replica_step_equals_one_device_step(target_bn):
     """With "recalibrate", step 1's one-pass BatchNorm calibration runs on the 2-replica model too."""
@@ -329,6 +331,7 @@ def test_no_am_ablation_leaves_the_attention_module_untrained():
         assert changed == (not v.path.startswith("attention_")), v.path
 
 
+@pytest.mark.slow
 def test_short_run_beats_kmeans_on_pixels(tmp_path):
     """1,000 MNIST digits painted in random class-independent colours (`colored_mnist`).
 

@@ -8,7 +8,8 @@ import pytest
 from tfcluster import run
 from tfcluster.data.sources import DatasetInfo
 from tfcluster.errors import InputError
-from tfcluster.methods.dac import DAC, DACConfig
+from tfcluster.configs.dac import DACConfig
+from tfcluster.methods.dac import DAC
 from tfcluster.methods.plan import EpochPlan, Stage, eager, one_pass
 from tfcluster.training.loop import Trainer
 from tfcluster.training.strategy import make_strategy

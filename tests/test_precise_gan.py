@@ -16,7 +16,8 @@ from tfcluster.data.preprocess import Preprocessor
 from tfcluster.errors import InputError
 from tfcluster.export.saved_model import ExportedModel
 from tfcluster.losses import precise_gan as gan_loss
-from tfcluster.methods.precise_gan import PreciseGAN, cpu_preset, paper_preset
+from tfcluster.configs.precise_gan import cpu_preset, paper_preset
+from tfcluster.methods.precise_gan import PreciseGAN
 from tfcluster.nets import precise_gan as nets
 from tfcluster.training.strategy import make_strategy
 
@@ -211,6 +212,7 @@ def test_prior_sets_the_fake_label_frequencies():
     np.testing.assert_allclose(y.numpy().argmax(1), ids.numpy())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(28, 28, 1), (2,)])
 def test_two_replica_step_equals_one_device_step(shape):
     mirrored = make_strategy("mirrored")
@@ -261,6 +263,7 @@ def test_presets_follow_algorithm1():
 
 
 # -- runs and export -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_gaussians8_run_separates_the_blobs_and_generates(tmp_path):
     """Section IV-B with 2 noise variables: the cpu preset separates the eight blobs.
 
@@ -291,6 +294,7 @@ def test_gaussians8_run_separates_the_blobs_and_generates(tmp_path):
     assert purity > 0.6, purity
 
 
+@pytest.mark.slow
 def test_short_mnist_run_beats_chance_and_exports_generate(tmp_path):
     full = sources.load("mnist5k")
     out = run.train(run.RunOptions(method="precise_gan", dataset="mnist5k", preset="cpu",

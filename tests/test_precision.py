@@ -10,8 +10,8 @@ from tfcluster import run
 from tfcluster.data.sources import DatasetInfo
 from tfcluster.errors import InputError
 from tfcluster.export import ExportedModel
-from tfcluster.losses import dac as dac_loss
-from tfcluster.methods.dac import DAC, DACConfig
+from tfcluster.configs.dac import DACConfig, ThresholdSchedule
+from tfcluster.methods.dac import DAC
 from tfcluster.training import precision
 from tfcluster.training.strategy import make_strategy
 
@@ -41,7 +41,7 @@ def test_the_policy_holds_inside_the_block_only():
 def _dac(strategy, prec):
     tf.keras.utils.set_random_seed(0)
     cfg = DACConfig(width=0.25, bn_momentum=0.9, batch_size=8, select_on="view",
-                    schedule=dac_loss.ThresholdSchedule(upper0=0.8, lower0=0.6))
+                    schedule=ThresholdSchedule(upper0=0.8, lower0=0.6))
     method = DAC(cfg, DatasetInfo("t", 4, (12, 12, 1)), 4, strategy, (12, 12, 1), precision=prec)
     method.build_in_precision()
     return method

@@ -33,6 +33,34 @@ def test_unknown_dataset_and_bad_option():
         sources.load("imagenet_forever")
     with pytest.raises(InputError, match="bad option"):
         sources.load("digits?colour=blue")
+    # The same mistakes, caught from the spec alone (what the binaries check before TensorFlow starts).
+    with pytest.raises(InputError, match="unknown dataset 'mnist5': .*did you mean 'mnist5k'|did you mean 'mnist5k'"):
+        sources.check_spec("mnist5")
+    with pytest.raises(InputError, match="takes no option 'colour'; options: size, split"):
+        sources.check_spec("digits?colour=blue")
+    with pytest.raises(InputError, match="split must be"):
+        sources.check_spec("digits?split=valid")
+    for spec in ("digits", "mnist5k?split=test&size=32", "gaussians8?n=100&std=0.1", "folder:anything?size=8&channels=1",
+                 "class_reduced?steps=2&base=digits"):
+        sources.check_spec(spec)
+
+
+def test_size_resizes_every_image_source():
+    digits = sources.load("digits")
+    big = sources.load("digits?size=28x28")
+    assert big.x.shape == (1797, 28, 28, 1) and big.x.dtype == np.uint8
+    np.testing.assert_array_equal(big.y, digits.y)
+    # Bilinear: a constant image stays constant; the mean brightness is about kept.
+    assert abs(big.x.astype(float).mean() - digits.x.astype(float).mean()) < 3.0
+    small = sources.load("mnist5k?size=16&split=test")
+    assert small.x.shape == (1000, 16, 16, 1) and small.info.image_shape == (16, 16, 1)
+    rgb = sources.load("colored_mnist?size=20x24")
+    assert rgb.x.shape[1:] == (20, 24, 3)
+    with pytest.raises(InputError, match="size= resizes images"):
+        sources.load("gaussians8?n=100&size=4")
+    for bad in ("abc", "0x8", "-3"):
+        with pytest.raises(InputError, match="size must be H or HxW"):
+            sources.load(f"digits?size={bad}")
 
 
 def _write_idx(path, arr):

@@ -42,6 +42,7 @@ def _weights(workdir, options):
     return trainer, [w.numpy() for w in method.model.weights]
 
 
+@pytest.mark.slow
 def test_resume_continues_step_count_and_state_and_matches_uninterrupted(tmp_path):
     tf.config.experimental.enable_op_determinism()
     full = tmp_path / "full"

@@ -4,4 +4,4 @@ import sys
 
 from tfcluster.cli import main
 
-sys.exit(main())
+sys.exit(main(hide_native_logs=True))

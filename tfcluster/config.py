@@ -7,6 +7,7 @@ Library code takes dataclass configs; only binaries read flags and turn
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import tempfile
@@ -65,7 +66,9 @@ def _set(config, path, text, full_key):
     names = {f.name: f for f in dataclasses.fields(config)}
     name = path[0]
     if name not in names:
-        raise InputError(f"unknown config field {full_key!r}; fields here: {', '.join(sorted(names))}")
+        close = difflib.get_close_matches(name, list(names), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"unknown config field {full_key!r}{hint}; fields here: {', '.join(sorted(names))}")
     current = getattr(config, name)
     if len(path) > 1:
         return dataclasses.replace(config, **{name: _set(current, path[1:], text, full_key)})

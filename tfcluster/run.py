@@ -22,12 +22,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfcluster import config as config_lib
+from tfcluster import configs
 from tfcluster import methods
 from tfcluster.data import sources
 from tfcluster.data.preprocess import Preprocessor
 from tfcluster.errors import InputError
 from tfcluster.evaluation import metrics
-from tfcluster.export import saved_model
+from tfcluster.export import drift, saved_model
 from tfcluster.training import precision
 from tfcluster.training.loop import Trainer
 from tfcluster.training.strategy import make_strategy, worker_workdir
@@ -96,7 +97,7 @@ def build(options: RunOptions, source: sources.Source | None = None):
     strategy = make_strategy(options.strategy)
     source = source or sources.load(options.dataset)
     k = resolve_num_clusters(options.num_clusters, source)
-    cfg = config_lib.override(method_cls.preset(options.preset, source.info), options.overrides)
+    cfg = configs.resolve(options.method, options.preset, source.info, options.overrides)
     if cfg.batch_size > len(source):
         raise InputError(f"batch_size={cfg.batch_size} is larger than the data ({len(source)} samples)")
     set_seeds(options.seed, options.deterministic)
@@ -178,20 +179,24 @@ def _train_locked(options, log, method, source, preprocessor, resolved, workdir,
     if source.has_labels and source.info.num_classes >= 2:
         # The data's class balance (precise-feature paper, eq. 9): 1 = uniform; for class_reduced variants.
         out["label_uniformity_index"] = round(metrics.uniformity_index(source.y, source.info.num_classes), 4)
+    clusters = np.argmax(result.probabilities, axis=1)
     if options.export:
         raw_dtype = tf.uint8 if source.info.modality == "image" else tf.float32
         out["export"] = saved_model.export(
             method, preprocessor, source.info.image_shape, os.path.join(workdir, "export"),
             meta={k: resolved[k] for k in ("method", "dataset", "preset", "num_clusters", "seed")}
-            | {"class_names": list(source.info.class_names)}, raw_dtype=raw_dtype)
+            | {"class_names": list(source.info.class_names),
+               "input_statistics": drift.summarize(source.x, clusters, method.num_clusters)}, raw_dtype=raw_dtype)
     np.save(os.path.join(workdir, "probabilities.npy"), result.probabilities)
+    out["cluster_sizes"] = np.bincount(clusters, minlength=method.num_clusters).tolist()
     if options.circle_plot:
         from tfcluster import visualize
 
         out["circle_plot"] = visualize.plot_circle(
             result.probabilities, source.y if source.has_labels else None,
             os.path.join(workdir, "circle_map.png"),
-            title=f"{options.method} on {options.dataset}: label features (DAC supp. eq. 1)")
+            title=f"{options.method} on {options.dataset}: label features (DAC supp. eq. 1)",
+            class_names=list(source.info.class_names) or None)
     out["wall_seconds"] = round(time.perf_counter() - t0, 3)
     config_lib.write_json(os.path.join(workdir, "metrics.json"), out)
     return out

@@ -21,9 +21,13 @@ def circle_mapping(features: np.ndarray) -> np.ndarray:
     return np.stack([p @ np.sin(angles), p @ np.cos(angles)], axis=1)
 
 
-def plot_circle(features: np.ndarray, colours: np.ndarray | None, path: str, title: str = "") -> str:
-    """Saves the circle-mapping scatter plot of `features` [N, K] to `path` (PNG, PDF, ...)."""
-    fig = _circle_figure(features, colours, title)
+def plot_circle(features: np.ndarray, colours: np.ndarray | None, path: str, title: str = "",
+                class_names=None) -> str:
+    """Saves the circle-mapping scatter plot of `features` [N, K] to `path` (PNG, PDF, ...).
+
+    colours: int [N] classes (a legend names them, with `class_names` where given) or None.
+    """
+    fig = _circle_figure(features, colours, title, class_names)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
@@ -31,18 +35,19 @@ def plot_circle(features: np.ndarray, colours: np.ndarray | None, path: str, tit
     return path
 
 
-def circle_image(features: np.ndarray, colours: np.ndarray | None, title: str = "") -> np.ndarray:
+def circle_image(features: np.ndarray, colours: np.ndarray | None, title: str = "",
+                 class_names=None) -> np.ndarray:
     """The circle-mapping plot rendered as an image float32 [1, H, W, 3] in [0, 1] (for TensorBoard)."""
     import matplotlib.pyplot as plt
 
-    fig = _circle_figure(features, colours, title)
+    fig = _circle_figure(features, colours, title, class_names)
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba(), dtype=np.float32) / 255.0
     plt.close(fig)
     return rgba[None, :, :, :3]
 
 
-def _circle_figure(features: np.ndarray, colours: np.ndarray | None, title: str):
+def _circle_figure(features: np.ndarray, colours: np.ndarray | None, title: str, class_names=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,18 +55,34 @@ def _circle_figure(features: np.ndarray, colours: np.ndarray | None, title: str)
 
     points = circle_mapping(features)
     k = features.shape[1]
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(5, 5) if colours is None else (6.2, 5))
+    if colours is not None:
+        fig.subplots_adjust(left=0.02, right=0.8)  # room for the legend, also when drawn without bbox "tight"
     vertices = circle_mapping(np.eye(k))
     ax.plot(np.r_[vertices[:, 0], vertices[:1, 0]], np.r_[vertices[:, 1], vertices[:1, 1]], color="0.8", lw=0.8)
-    ax.scatter(points[:, 0], points[:, 1], c=colours if colours is not None else "C0", s=3, cmap="tab10"
-               if colours is not None and np.max(colours) < 10 else "tab20", alpha=0.6)
+    if colours is None:
+        ax.scatter(points[:, 0], points[:, 1], c="C0", s=3, alpha=0.6)
+    else:
+        colours = np.asarray(colours)
+        classes = np.unique(colours)
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for i, c in enumerate(classes):
+            mask = colours == c
+            name = class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
+            ax.scatter(points[mask, 0], points[mask, 1], color=cmap(i % cmap.N), s=3, alpha=0.6, label=name)
+        if len(classes) <= 20:
+            ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, title_fontsize=8,
+                      markerscale=3, frameon=False)
     for h, (x, y) in enumerate(vertices):
         ax.annotate(str(h), (x * 1.08, y * 1.08), ha="center", va="center", fontsize=8)
     ax.set_xlim(-1.2, 1.2)
     ax.set_ylim(-1.2, 1.2)
     ax.set_aspect("equal")
     ax.set_axis_off()
-    ax.set_title(title or "label features (DAC supplement eq. 1); colour = class")
+    ax.set_title(title or "label features (DAC supplement eq. 1)")
+    ax.text(0.5, -0.02, "numbers on the polygon: cluster ids (a one-hot feature sits on its vertex)"
+            + ("; colour: class" if colours is not None else ""), transform=ax.transAxes, ha="center",
+            va="top", fontsize=7, color="0.3")
     return fig
 
 

@@ -9,13 +9,21 @@ r"""The `tfcluster` console command: `tfcluster SUBCOMMAND [--flags]`.
 Each subcommand is an absl binary (tfcluster/cli/<name>.py; experiments/<name>.py
 are aliases) with its own flags. `tfcluster --help` lists the subcommands,
 `tfcluster SUBCOMMAND --help` a subcommand's flags; both exit with status 0.
+Arguments are checked before TensorFlow is imported, so a mistake is reported
+in about a second; TensorFlow's C++ log lines are kept off stderr
+(cli.logs) unless `--tf_logs` is given.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import os
 import sys
+
+from absl import flags
+
+flags.DEFINE_bool("tf_logs", False, "show TensorFlow's C++ log lines (hidden by default)")
 
 SUBCOMMANDS = {
     "cluster": "cluster a folder of images in one step: assignments, a folder per cluster, a contact sheet",
@@ -61,10 +69,28 @@ def subcommand_help(name: str, module) -> str:
     return f"{doc}\n\nflags:\n{flags.FLAGS.module_help(module.__name__)}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Dispatches `argv` (default sys.argv) to a subcommand. Returns the exit status."""
+def wants_tf_logs(args) -> bool:
+    """Whether the arguments ask for TensorFlow's C++ logs (--tf_logs, --tf_logs=true)."""
+    for arg in args:
+        name, sep, value = arg.lstrip("-").partition("=")
+        if name == "tf_logs" and (not sep or value.lower() in ("1", "true", "t", "yes")):
+            return True
+    return False
+
+
+def main(argv: list[str] | None = None, *, hide_native_logs: bool = False) -> int:
+    """Dispatches `argv` (default sys.argv) to a subcommand. Returns the exit status.
+
+    `hide_native_logs` (the console command and the aliases): without --tf_logs,
+    TensorFlow's C++ log lines are filtered out of stderr (cli.logs).
+    """
     argv = list(sys.argv if argv is None else argv)
     args = argv[1:]
+    if hide_native_logs and not wants_tf_logs(args):
+        from tfcluster.cli import logs
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        logs.filter_native_logs()
     if not args or args[0] in HELP:
         print(usage())
         return 0 if args else 2
@@ -83,4 +109,4 @@ def main(argv: list[str] | None = None) -> int:
 
 def console() -> None:
     """The console-script entry point (setup.py)."""
-    sys.exit(main())
+    sys.exit(main(hide_native_logs=True))

@@ -35,6 +35,11 @@ flags.DEFINE_bool("progress", True, "show a progress bar")
 def main(argv):
     if len(argv) != 2:
         raise app.UsageError("give one image folder: tfcluster cluster DIR --num_clusters=K --output=OUT")
+    from tfcluster import configs
+    from tfcluster.data import sources
+
+    configs.check(FLAGS.method, FLAGS.preset, FLAGS.set)  # before TensorFlow: mistakes answer at once
+    sources.list_image_files(argv[1])
     from tfcluster import run
 
     summary = run.cluster_folder(argv[1], FLAGS.output, FLAGS.num_clusters, method=FLAGS.method,

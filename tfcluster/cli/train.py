@@ -3,18 +3,18 @@ r"""Trains a clustering method, prints ACC/NMI/ARI, exports a SavedModel.
   tfcluster train --method=dac --preset=cpu --dataset=mnist5k --workdir=runs/dac
 
 Re-running with the same --workdir resumes from the latest checkpoint.
-Override any config field with --set, e.g. --set=epochs=5 --set=augment.rotation=15.
+Override any config field with --set, e.g. --set=epochs=5 --set=augment.rotation=15;
+--print_config shows the resolved config (every field --set takes) without training.
 """
 
-import json
 import os
 
 from absl import app, flags
 
 from tfcluster.cli import reports_errors
 
-from tfcluster import methods  # noqa: E402  (the registries name the choices in --help)
-from tfcluster.data import sources  # noqa: E402
+from tfcluster import configs, methods
+from tfcluster.data import sources
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("method", "dac", " | ".join(methods.names()))
@@ -33,11 +33,29 @@ flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
                   "network compute precision: bfloat16 = Keras mixed precision (float32 variables, losses and "
                   "outputs); auto = bfloat16 where the CPU/GPU has bf16 units and the method was measured no worse")
 flags.DEFINE_bool("circle_plot", True, "save the label-feature circle map (DAC supplement eq. 1) as circle_map.png")
+flags.DEFINE_bool("print_config", False, "print the resolved config for this method, preset and dataset; do not train")
+
+
+def check_arguments() -> None:
+    """The checks that need no TensorFlow: method, preset, --set fields and values, dataset spec."""
+    configs.check(FLAGS.method, FLAGS.preset, FLAGS.set)
+    sources.check_spec(FLAGS.dataset)
+
+
+def print_config() -> None:
+    source = sources.load(FLAGS.dataset)
+    cfg = configs.resolve(FLAGS.method, FLAGS.preset, source.info, FLAGS.set)
+    print(f"method {FLAGS.method}, preset {FLAGS.preset}, dataset {FLAGS.dataset} "
+          f"({source.info.num_samples} samples of shape {source.info.image_shape}), precision {FLAGS.precision}")
+    print("\n".join(configs.describe(cfg)))
 
 
 @reports_errors
 def main(argv):
     del argv
+    check_arguments()
+    if FLAGS.print_config:
+        return print_config()
     if FLAGS.cpu_replicas:
         from tfcluster.training.strategy import split_cpu
 
@@ -49,10 +67,37 @@ def main(argv):
                              overrides=tuple(FLAGS.set), deterministic=FLAGS.deterministic,
                              progress=FLAGS.progress, circle_plot=FLAGS.circle_plot, precision=FLAGS.precision)
     metrics = run.train(options)
-    print(json.dumps({k: metrics[k] for k in ("acc", "nmi", "ari", "num_samples", "method", "dataset", "seed",
-                                              "precision", "wall_seconds")}, indent=2))
-    print(f"exported SavedModel: {metrics['export']}\nmetrics: {os.path.join(metrics['workdir'], 'metrics.json')}")
+    print(summary(metrics))
 
+
+def summary(metrics: dict) -> str:
+    """The end of a run for a person: scores rounded alike, cluster sizes, times, where the outputs are."""
+    lines = []
+    if metrics.get("acc") is not None:
+        lines.append(" | ".join(f"{k.upper()} {metrics[k]:.4f}" for k in ("acc", "nmi", "ari"))
+                     + "   (against the dataset's labels, used for nothing else)")
+    else:
+        lines.append("no labels: ACC / NMI / ARI not computed")
+    sizes = sorted(metrics.get("cluster_sizes", []), reverse=True)
+    if sizes:
+        empty = sum(1 for s in sizes if s == 0)
+        lines.append(f"{len(sizes)} clusters ({empty} empty), sizes largest first: " + " ".join(map(str, sizes)))
+    from tfcluster.training.progress import clock
+
+    lines.append(f"{metrics['method']} on {metrics['dataset']} ({metrics['num_samples']} samples, "
+                 f"{metrics['precision']}): {clock(metrics['wall_seconds'])} in all, "
+                 f"{clock(metrics['train_seconds'])} in training steps")
+    workdir = metrics["workdir"]
+    outputs = [("metrics", os.path.join(workdir, "metrics.json")),
+               ("assignments", os.path.join(workdir, "probabilities.npy") + "  (probabilities [N, K])")]
+    if metrics.get("export"):
+        outputs.append(("SavedModel", f"{metrics['export']}  (tfcluster predict --model=... --input=DIR)"))
+    if metrics.get("circle_plot"):
+        outputs.append(("circle map", metrics["circle_plot"]))
+    outputs.append(("TensorBoard", f"tensorboard --logdir {os.path.join(workdir, 'tensorboard')}"))
+    width = max(len(name) for name, _ in outputs)
+    lines += ["outputs:"] + [f"  {name:<{width}}  {where}" for name, where in outputs]
+    return "\n".join(lines)
 
 def run(argv=None):
     """Parses the flags (sys.argv by default) and runs `main`."""

@@ -1,6 +1,5 @@
-"""Data: dataset registry (sources), augmentation ops, preprocessing, pipelines."""
-from tfcluster.data.augment import AugmentConfig
-from tfcluster.data.preprocess import Preprocessor
-from tfcluster.data.sources import DatasetInfo, Source, load
+"""Data: dataset registry (sources), augmentation ops, preprocessing, pipelines.
 
-__all__ = ["AugmentConfig", "Preprocessor", "DatasetInfo", "Source", "load"]
+`sources` imports no TensorFlow (binaries check a dataset spec before it starts);
+`augment`, `preprocess` and `pipeline` do.
+"""

@@ -16,50 +16,11 @@ after augmentation, so it comes *after* colour jitter, as GATCluster
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import tensorflow as tf
 
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Which random transforms to apply, and how strong.
-
-    Attributes:
-      flip_horizontal / flip_vertical: random flips with probability 0.5.
-      rotation: maximum rotation in degrees (uniform in [-r, r]).
-      shift: maximum translation as a fraction of height/width.
-      scale: (min, max) zoom factor; (1, 1) disables.
-      shear: maximum shear angle in degrees.
-      fill_mode: "constant" (zeros, right for digits) or "reflect"/"nearest".
-      brightness: max additive delta; contrast, saturation: max factor change
-        (uniform in [1 - c, 1 + c]); hue: max hue delta in [0, 0.5].
-    """
-
-    flip_horizontal: bool = False
-    flip_vertical: bool = False
-    rotation: float = 0.0
-    shift: float = 0.0
-    scale: tuple = (1.0, 1.0)
-    shear: float = 0.0
-    fill_mode: str = "constant"
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-    hue: float = 0.0
-
-    @property
-    def has_affine(self) -> bool:
-        return bool(self.rotation or self.shift or self.shear or tuple(self.scale) != (1.0, 1.0))
-
-    @property
-    def has_jitter(self) -> bool:
-        return bool(self.brightness or self.contrast or self.saturation or self.hue)
-
-    @property
-    def is_identity(self) -> bool:
-        return not (self.flip_horizontal or self.flip_vertical or self.has_affine or self.has_jitter)
+from tfcluster.configs.base import AugmentConfig  # noqa: F401  (the transforms' settings)
 
 
 def draw(config: AugmentConfig, seed, n) -> dict:

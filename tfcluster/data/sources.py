@@ -129,12 +129,51 @@ def parse_spec(spec: str) -> tuple[str, str | None, dict]:
     return body, None, options
 
 
+# Options every image source takes (folders apply size= while decoding).
+COMMON_OPTIONS = ("split", "size")
+
+
+def check_spec(spec: str) -> None:
+    """Checks a spec's name, split and option names without loading anything (no TensorFlow).
+
+    Raises InputError naming the problem, as `load` would.
+    """
+    name, path, options = parse_spec(spec)
+    if name not in _REGISTRY and name not in ("npz", "folder"):
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_REGISTRY) + ["npz", "folder"], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"unknown dataset {spec!r}{hint}; known: " + ", ".join(names()))
+    if options.get("split", "all") not in ("all", "train", "test"):
+        raise InputError(f"split must be all, train or test, got {options['split']!r} in {spec!r}")
+    if "size" in options:
+        _parse_size(options["size"], spec)
+    if name == "npz":
+        accepted = set()
+    elif name == "folder":
+        accepted = {"channels"}
+    else:
+        import inspect
+
+        accepted = set(inspect.signature(_REGISTRY[name]).parameters) - {"split"}
+    unknown = sorted(set(options) - accepted - set(COMMON_OPTIONS))
+    if unknown:
+        raise InputError(f"dataset {name!r} takes no option {', '.join(map(repr, unknown))}; options: "
+                         + ", ".join(sorted(accepted | set(COMMON_OPTIONS))))
+
+
 def load(spec: str) -> Source:
-    """Loads a dataset spec. Raises InputError naming the problem on bad input."""
+    """Loads a dataset spec. Raises InputError naming the problem on bad input.
+
+    `size=H` or `size=HxW` resizes every image source's images (bilinear); a
+    folder's images are resized as they are decoded.
+    """
     name, path, options = parse_spec(spec)
     split = options.pop("split", "all")
     if split not in ("all", "train", "test"):
         raise InputError(f"split must be all, train or test, got {split!r} in {spec!r}")
+    size = None if name == "folder" else _parse_size(options.pop("size", None), spec)
     if name == "npz":
         x, y, extra = _load_npz(path, split, **options)
     elif name == "folder":
@@ -148,8 +187,28 @@ def load(spec: str) -> Source:
         except TypeError as e:
             raise InputError(f"bad option for dataset {name!r}: {e}") from e
     else:
-        raise InputError(f"unknown dataset {spec!r}; known: " + ", ".join(names()))
+        check_spec(spec)  # the unknown-name error, with a suggestion
+    if size is not None:
+        x = resize_images(x, size, spec, extra.get("modality", "image"))
     return make_source(spec, x, y, **extra)
+
+
+def resize_images(x: np.ndarray, size: tuple[int, int], spec: str, modality: str = "image") -> np.ndarray:
+    """uint8 images [N, H, W(, C)] -> [N, size[0], size[1](, C)], bilinear (PIL), per channel."""
+    from PIL import Image
+
+    if modality != "image":
+        raise InputError(f"size= resizes images; dataset {spec!r} holds {modality} data")
+    x = np.asarray(x)
+    if tuple(x.shape[1:3]) == tuple(size):
+        return x
+    squeeze = x.ndim == 3
+    x4 = x[..., None] if squeeze else x
+    out = np.empty((x4.shape[0], size[0], size[1], x4.shape[-1]), np.uint8)
+    for i, image in enumerate(x4):
+        for c in range(x4.shape[-1]):
+            out[i, :, :, c] = np.asarray(Image.fromarray(image[:, :, c]).resize((size[1], size[0]), Image.BILINEAR))
+    return out[..., 0] if squeeze else out
 
 
 def make_source(name: str, x: np.ndarray, y: np.ndarray | None = None, *, num_classes: int | None = None,
@@ -500,11 +559,19 @@ def list_image_files(path: str) -> tuple[list[str], list[int], tuple]:
     return files, labels, tuple(classes)
 
 
-def _parse_size(size: str | None):
+def _parse_size(size: str | None, spec: str = ""):
+    """`H` or `HxW` -> (H, W), or None; InputError for anything else."""
     if size is None:
         return None
     h, _, w = size.lower().partition("x")
-    return int(h), int(w or h)
+    try:
+        parsed = int(h), int(w or h)
+    except ValueError:
+        parsed = (0, 0)
+    if min(parsed) < 1:
+        raise InputError(f"size must be H or HxW in pixels (e.g. size=28 or size=32x32), got {size!r}"
+                         + (f" in {spec!r}" if spec else ""))
+    return parsed
 
 
 def _load_folder(path, size=None, channels=None):
@@ -513,7 +580,7 @@ def _load_folder(path, size=None, channels=None):
     files, labels, classes = list_image_files(path)
     if not files:
         raise InputError(f"image folder {path!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    target = _parse_size(size)
+    target = _parse_size(size, f"folder:{path}")
     channels = int(channels) if channels else None
     images, keep, kept_files, skipped = [], [], [], []
     for f, lab in zip(files, labels):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import sys
 
 import numpy as np
 
 from tfcluster.data import sources
 from tfcluster.errors import InputError
 from tfcluster.evaluation import metrics
+from tfcluster.export import drift
 from tfcluster.export.saved_model import ExportedModel
 
 
@@ -39,12 +41,18 @@ def load_input(model: ExportedModel, path: str) -> sources.Source:
 
 
 def predict(model_dir: str, input_path: str, output_dir: str, copy_images: bool = False,
-            batch_size: int = 256) -> tuple[str, list]:
-    """Writes assignments.csv (item, cluster, confidence); returns (path, cluster sizes)."""
+            batch_size: int = 256, warn=None) -> tuple[str, list]:
+    """Writes assignments.csv (item, cluster, confidence); returns (path, cluster sizes).
+
+    `warn(text)` (default: print to stderr) hears when the inputs look unlike the
+    training data (export.drift; exports from before it was kept are not checked).
+    """
     model = ExportedModel(model_dir)
     source = load_input(model, input_path)
     out = model.predict(source.x, batch_size)
     clusters, confidence = out["cluster"], out["probabilities"].max(1)
+    for text in drift.compare(model.meta.get("input_statistics"), source.x, clusters):
+        (warn or (lambda t: print(f"warning: {t}", file=sys.stderr)))(text)
     items = list(source.info.items) or [str(i) for i in range(len(source))]
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "assignments.csv")

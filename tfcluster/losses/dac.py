@@ -11,45 +11,9 @@ over the global batch; self-pairs (i == j) are excluded.
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
 from tfcluster.losses.common import bce_sum
-
-
-@dataclasses.dataclass
-class ThresholdSchedule:
-    """u(lambda) = upper0 - lambda, l(lambda) = lower0 + lower_slope * lambda.
-
-    lambda starts at `lambda0` and grows by `lambda_step` per epoch (the paper:
-    1.1 x 0.009) while u > l; training stops once u <= l.
-    """
-
-    upper0: float = 0.95
-    lower0: float = 0.455
-    lower_slope: float = 0.1
-    lambda0: float = 0.0
-    lambda_step: float = 1.1 * 0.009
-
-    def thresholds(self, lam):
-        return self.upper0 - lam, self.lower0 + self.lower_slope * lam
-
-    def lambda_at(self, epoch: int) -> float:
-        return self.lambda0 + self.lambda_step * epoch
-
-    def finished(self, lam) -> bool:
-        upper, lower = self.thresholds(lam)
-        return upper <= lower
-
-    def last_epoch(self) -> int:
-        """First epoch index at which u <= l (training runs epochs 0..last-1)."""
-        if self.lambda_step <= 0:
-            raise ValueError("lambda_step must be positive")
-        epoch = 0
-        while not self.finished(self.lambda_at(epoch)):
-            epoch += 1
-        return epoch
 
 
 def select_pairs(similarity, upper, lower):

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-NORMALIZATIONS = ("none", "soft", "boosted")
+from tfcluster.configs.dbc import NORMALIZATIONS
+
 EPS = 1e-12
 
 

@@ -21,63 +21,15 @@ count), so the loop reduces every entry with SUM.
 from __future__ import annotations
 
 import abc
-import dataclasses
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from tfcluster.data.augment import AugmentConfig
+from tfcluster.configs.base import BaseConfig  # noqa: F401  (every method config's base)
 from tfcluster.data.sources import DatasetInfo
 from tfcluster.errors import InputError
 from tfcluster.methods.plan import EpochPlan
-
-
-@dataclasses.dataclass(frozen=True)
-class BaseConfig:
-    """Fields every method's config has. Configs are frozen: an override makes a new one.
-
-    Attributes:
-      epochs: passes over the data (0: the method decides, e.g. DAC's schedule).
-      batch_size: global batch size (split across replicas).
-      augment: the random transforms of the training views.
-      grayscale: convert colour images to one channel before the networks
-        (a preprocessing setting: training views and inference alike).
-      eval_every: evaluate/summarise every this many epochs (and at the end).
-      checkpoint_every: save a checkpoint every this many epochs (and at the end).
-      max_checkpoints: how many checkpoints to keep.
-      log_every: write step scalars to TensorBoard every this many steps.
-      gallery_per_cluster: images per cluster in the TensorBoard gallery.
-      eval_batch_size: batch size of inference passes.
-    """
-
-    epochs: int = 10
-    batch_size: int = 32
-    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
-    grayscale: bool = False
-    eval_every: int = 1
-    checkpoint_every: int = 1
-    max_checkpoints: int = 3
-    log_every: int = 20
-    gallery_per_cluster: int = 8
-    eval_batch_size: int = 500
-
-    def validate(self) -> None:
-        """Raises InputError for a value no run can use (checked once, when a method is made)."""
-        if self.epochs < 0:
-            raise InputError(f"epochs must be >= 0, got {self.epochs}")
-        for field in ("batch_size", "eval_every", "checkpoint_every", "max_checkpoints", "log_every",
-                      "eval_batch_size"):
-            if int(getattr(self, field)) < 1:
-                raise InputError(f"{field} must be positive, got {getattr(self, field)}")
-        if self.gallery_per_cluster < 0:
-            raise InputError(f"gallery_per_cluster must be >= 0, got {self.gallery_per_cluster}")
-
-    @staticmethod
-    def check_choice(field: str, value, choices) -> None:
-        """InputError unless `value` is one of `choices`."""
-        if value not in choices:
-            raise InputError(f"{field} must be one of {tuple(choices)}, got {value!r}")
 
 
 class Method(abc.ABC):
@@ -123,13 +75,6 @@ class Method(abc.ABC):
             raise InputError(f"a method's precision is float32 or bfloat16, got {precision!r}")
         self.precision = precision
         self.check_input_shape(self.input_shape)
-
-    @classmethod
-    def preset(cls, name: str, info: DatasetInfo):
-        if name not in cls.presets:
-            raise InputError(f"unknown preset {name!r} for method {cls.name!r}; presets: "
-                             + ", ".join(sorted(cls.presets)))
-        return cls.presets[name](info)
 
     def check_input_shape(self, input_shape: tuple) -> None:
         """Raises InputError when the method's networks cannot take inputs of this shape."""

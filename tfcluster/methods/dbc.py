@@ -17,112 +17,22 @@ Outputs: `probabilities` = s, `cluster` = argmax s, `embedding` = features z.
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import numpy as np
 import tensorflow as tf
 from sklearn.cluster import KMeans
 
-from tfcluster.errors import InputError
+from tfcluster.configs.dbc import FCAE_KMS_PRESETS, PRESETS, DBCConfig
 from tfcluster.losses import dbc as dbc_loss
-from tfcluster.methods.base import BaseConfig, Method
+from tfcluster.methods.base import Method
 from tfcluster.methods.plan import one_pass
 from tfcluster.nets.fcae import build_fcae, variant_for
-
-INITS = ("full", "half", "random")
-
-
-@dataclasses.dataclass(frozen=True)
-class DBCConfig(BaseConfig):
-    """DBC settings.
-
-    Attributes:
-      epochs: stage II's maximum number of epochs (T of Algorithm 1).
-      ae_epochs: stage I epochs of a fully trained FCAE.
-      init: FCAE initialisation of stage II (section 4.3.3): "full" trains
-        `ae_epochs` epochs, "half" half of them, "random" none.
-      ae_learning_rate: Adam learning rate of stage I.
-      learning_rate, momentum: SGD of stage II.
-      alpha: boosting factor of eq. (2).
-      normalization: n_j of eq. (2): "none", "soft" or "boosted" (the paper's).
-      dof: degrees of freedom v of the Student-t kernel (1 in the paper).
-      tol: stage II stops when fewer than this fraction of hard assignments
-        changed during an epoch (0 disables the rule).
-      bn_momentum: BatchNorm momentum.
-      width: FCAE filter-count multiplier (1.0 = the paper's Table 2).
-      stage2_bn_training: run the encoder's BatchNorm in training mode in stage
-        II; False (default) keeps the running statistics of stage I, so the
-        features stay those the k-means centres were fitted on.
-      kmeans_n_init: k-means restarts for the initial centres.
-      preview_images: reconstructions shown in TensorBoard in stage I.
-    """
-
-    epochs: int = 50
-    batch_size: int = 256
-    ae_epochs: int = 50
-    init: str = "full"
-    ae_learning_rate: float = 1e-3
-    learning_rate: float = 0.01
-    momentum: float = 0.9
-    alpha: float = 2.0
-    normalization: str = "boosted"
-    dof: float = 1.0
-    tol: float = 0.001
-    bn_momentum: float = 0.99
-    width: float = 1.0
-    stage2_bn_training: bool = False
-    kmeans_n_init: int = 20
-    preview_images: int = 8
-
-    def validate(self):
-        super().validate()
-        self.check_choice("init", self.init, INITS)
-        self.check_choice("normalization", self.normalization, dbc_loss.NORMALIZATIONS)
-        if self.alpha <= 1.0:
-            raise InputError(f"alpha must be > 1 (eq. 2 boosts only then), got {self.alpha}")
-        if self.ae_epochs < 0:
-            raise InputError(f"ae_epochs must be >= 0, got {self.ae_epochs}")
-
-    def stage1_epochs(self) -> int:
-        return {"full": self.ae_epochs, "half": self.ae_epochs // 2, "random": 0}[self.init]
-
-
-def paper_preset(info) -> DBCConfig:
-    """The paper's method: Table 2 FCAE, alpha 2, n_j = sum_i s_ij^alpha, v = 1.
-
-    The paper gives no optimiser settings or epoch counts; these follow DEC
-    (SGD 0.01, momentum 0.9, stop below 0.1% changed assignments) and train
-    the FCAE for 50 epochs with Adam.
-    Command: tfcluster train --method=dbc --preset=paper --dataset=mnist
-    """
-    return DBCConfig()
-
-
-def cpu_preset(info) -> DBCConfig:
-    """CPU preset: 6-14 min on MNIST-5k on 2 cores (median ACC 0.654 of 3 seeds; Fashion-MNIST 0.560).
-
-    Command: tfcluster train --method=dbc --preset=cpu --dataset=mnist5k
-    Changes from `paper` and why (docs/RESULTS.md):
-      - epochs from a budget of 250,000 images per stage (50 epochs of MNIST-5k, at least 5);
-      - batch 128 instead of 256: MNIST-5k has only 39 batches of 128 per epoch;
-      - BN momentum 0.9: stage I is short, and stage II runs the encoder in inference mode,
-        so the running statistics must have caught up with the weights;
-      - stage II learning rate 0.05 instead of 0.01: few steps per epoch on small data.
-    """
-    epochs = max(5, round(CPU_IMAGE_BUDGET / max(info.num_samples, 1)))
-    return dataclasses.replace(DBCConfig(), batch_size=128, bn_momentum=0.9, learning_rate=0.05, ae_epochs=epochs,
-                               epochs=epochs)
-
-
-# Training images per stage of the cpu preset: 50 epochs of MNIST-5k.
-CPU_IMAGE_BUDGET = 250_000
 
 
 class DBC(Method):
     name = "dbc"
     config_class = DBCConfig
-    presets = {"paper": paper_preset, "cpu": cpu_preset}
+    presets = PRESETS
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._scores_cache = None  # (epoch, s) of the last end-of-epoch pass
@@ -259,16 +169,8 @@ class DBC(Method):
         return {"probabilities": dbc_loss.soft_assign(z, self.centres, self.config.dof), "embedding": z}
 
 
-def fcae_kms_preset(base):
-    def preset(info):
-        return dataclasses.replace(base(info), epochs=0)
-
-    preset.__doc__ = f"Stage I only (k-means on FCAE features): {base.__name__} with epochs=0."
-    return preset
-
-
 class FCAEKMeans(DBC):
     """FCAE-KMS: stage I of DBC alone, k-means on the FCAE's features (the paper's baseline)."""
 
     name = "fcae_kms"
-    presets = {"paper": fcae_kms_preset(paper_preset), "cpu": fcae_kms_preset(cpu_preset)}
+    presets = FCAE_KMS_PRESETS

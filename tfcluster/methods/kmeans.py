@@ -9,39 +9,19 @@ they are not all one-hot); `cluster` = nearest centre.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import tensorflow as tf
 from sklearn.cluster import KMeans
 
+from tfcluster.configs.kmeans import PRESETS, KMeansConfig
 from tfcluster.errors import InputError
-from tfcluster.methods.base import BaseConfig, Method
-
-
-@dataclasses.dataclass(frozen=True)
-class KMeansConfig(BaseConfig):
-    """Attributes: n_init restarts, max_iter per restart (scikit-learn's)."""
-
-    epochs: int = 0
-    n_init: int = 10
-    max_iter: int = 300
-
-    def validate(self):
-        super().validate()
-        if self.n_init < 1 or self.max_iter < 1:
-            raise InputError(f"n_init and max_iter must be positive; got {self.n_init}, {self.max_iter}")
-
-
-def _preset(info) -> KMeansConfig:
-    """k-means++ with 10 restarts. Command: tfcluster train --method=kmeans"""
-    return KMeansConfig()
+from tfcluster.methods.base import Method
 
 
 class KMeansPixels(Method):
     name = "kmeans"
     config_class = KMeansConfig
-    presets = {"paper": _preset, "cpu": _preset}
+    presets = PRESETS
     trainable = False
 
     def build(self):

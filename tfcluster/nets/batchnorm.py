@@ -28,8 +28,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcluster.configs.base import CALIBRATION_MODES
 
-MODES = ("layerwise", "one_pass")
+
+MODES = CALIBRATION_MODES
 
 
 class BatchNormCalibrator:

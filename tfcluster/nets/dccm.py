@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import keras
 
+from tfcluster.configs.dccm import DEEP_LAYERS, SHALLOW_LAYERS
 from tfcluster.nets.layers import BatchNorm, bn_relu, conv_bn_relu, scaled, variant_by_size
 
 # Per variant: input size, conv plan [(kernel, filters, pool after: None | (size, stride, "max"|"avg"))],
@@ -35,8 +36,6 @@ TABLE4 = {
     "stl": {"size": 96, "convs": [(5, 64, None), (5, 64, (4, 4, "max")), (3, 128, None), (3, 128, (4, 4, "max")),
                                   (1, 256, (4, 4, "avg"))], "shallow_conv": 2, "fc": 64},
 }
-SHALLOW_LAYERS = ("paper", "pool1")
-DEEP_LAYERS = ("paper", "logits")
 
 
 def variant_for(input_shape) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import signal
@@ -31,7 +32,6 @@ import threading
 import time
 from typing import Callable
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -41,6 +41,7 @@ from tfcluster.errors import InputError, NonFiniteLossError, StorageError, Train
 from tfcluster.evaluation import metrics
 from tfcluster.methods.base import Method
 from tfcluster.training import summaries
+from tfcluster.training.progress import RunProgress
 
 
 def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
@@ -92,6 +93,17 @@ class TrainResult:
     train_steps_per_second: float = 0.0
 
 
+def epoch_report(result: dict) -> str:
+    """An evaluation in a line: 'ACC 0.5720 NMI 0.5312 ARI 0.4021 | 10 non-empty clusters, size entropy 2.291'."""
+    parts = []
+    if result.get("acc") is not None:
+        parts.append(" ".join(f"{k.upper()} {result[k]:.4f}" for k in ("acc", "nmi", "ari") if k in result))
+    if "nonempty_clusters" in result:
+        parts.append(f"{result['nonempty_clusters']} non-empty clusters"
+                     + (f", size entropy {result['cluster_entropy']:.3f}" if "cluster_entropy" in result else ""))
+    return " | ".join(parts) or "evaluated"
+
+
 class Trainer:
     """Runs a method on a source.
 
@@ -131,8 +143,12 @@ class Trainer:
             # and the steps of that stage already trained.
             self.stage_index = tf.Variable(-1, dtype=tf.int64, trainable=False, name="stage_index")
             self.stage_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage_step")
+            # Training samples the steps have taken so far (a GAN step counts its generator batch); the
+            # x axis of learning curves (eval/train_images). Checkpoints from before it resume it at 0.
+            self.images_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="images_seen")
         self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, step=self.step, stage_index=self.stage_index,
-                                              stage_step=self.stage_step, **method.checkpoint_objects())
+                                              stage_step=self.stage_step, images_seen=self.images_seen,
+                                              **method.checkpoint_objects())
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(workdir, "checkpoints"),
                                                   max_to_keep=cfg.max_checkpoints)
         self.restore_dir = restore_dir
@@ -263,7 +279,8 @@ class Trainer:
         result.update(extra_metrics)
         if write:
             step = int(self.step.numpy())
-            summaries.write_scalars(self.writer, {f"eval/{k}": v for k, v in result.items()}, step)
+            summaries.write_scalars(self.writer, {f"eval/{k}": v for k, v in result.items()}
+                                    | {"eval/train_images": int(self.images_seen.numpy())}, step)
             if images is not None:
                 gallery = summaries.cluster_gallery(images, clusters, confidence, self.method.num_clusters,
                                                     self.method.config.gallery_per_cluster)
@@ -310,6 +327,14 @@ class Trainer:
             return self._run_epochs(resumed)
 
     def _run_epochs(self, resumed) -> TrainResult:
+        progress = RunProgress(self.method.num_epochs(), int(self.epoch.numpy()), enabled=self.progress)
+        try:
+            return self._epochs(resumed, progress, functools.partial(progress.message, log=self.log))
+        finally:
+            progress.close()
+
+    def _epochs(self, resumed, progress: RunProgress, say: Callable[[str], None]) -> TrainResult:
+        """The epochs left, shown on `progress`; `say` prints a line above it."""
         cfg = self.method.config
         num_epochs = self.method.num_epochs()
         start = int(self.epoch.numpy())
@@ -319,10 +344,10 @@ class Trainer:
         result, probs = {}, None
         for epoch in range(start, num_epochs):
             if self.method.finished():
-                self.log(f"{self.method.name} met its stopping rule; nothing left to train")
+                say(f"{self.method.name} met its stopping rule; nothing left to train")
                 break
             plan = self.method.epoch_plan(epoch, self.predict_all)
-            bar = keras.utils.Progbar(plan.steps, verbose=1 if self.progress else 0, unit_name="step")
+            progress.begin_epoch(epoch, plan.steps)
             elapsed, done, epoch_images, epoch_steps = 0.0, 0, 0, 0
             for index, stage in enumerate(plan.stages):
                 skip = 0
@@ -334,6 +359,7 @@ class Trainer:
                         skip = min(resume_step, stage.steps)
                 self._probabilities = None
                 if stage.begin is not None:
+                    progress.phase(f"{stage.name} (prepare)" if stage.steps else stage.name)
                     summaries.write_logs(self.writer, stage.begin(), int(self.step.numpy()))
                 if not stage.steps:
                     continue
@@ -342,13 +368,16 @@ class Trainer:
                 dataset = pipeline.stage_dataset(self.source, self.preprocessor, cfg.augment, stage, self.seed, epoch)
                 done += skip
                 in_stage = skip
+                progress.phase(stage.name, steps=True)
                 for batch in distribute_batches(self.strategy, dataset.skip(skip) if skip else dataset):
                     out = self._train_step(step_fn, batch, epoch)
                     done += 1
                     in_stage += 1
                     epoch_images += stage.batch_size
+                    self.images_seen.assign_add(stage.batch_size)
                     epoch_steps += 1
-                    bar.update(done, [(k.split("/")[-1], v) for k, v in out.items()])
+                    progress.step(done, out.get("loss"),
+                                  (in_stage - skip) * stage.batch_size / max(time.perf_counter() - t0, 1e-9))
                     if self._stop_signal is not None:
                         self._interrupt(epoch, index, in_stage)
                 elapsed += time.perf_counter() - t0
@@ -363,6 +392,7 @@ class Trainer:
             summaries.write_logs(self.writer, epoch_logs, int(self.step.numpy()))
             last = epoch + 1 == num_epochs or self.method.finished()
             if last or (epoch + 1) % cfg.checkpoint_every == 0 or self._stop_signal is not None:
+                progress.phase("checkpoint")
                 self.save()
             if self._stop_signal is not None:  # came during the epoch's eager work: its end is saved
                 signum, self._stop_signal = self._stop_signal, None
@@ -370,12 +400,12 @@ class Trainer:
                     f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1}; saved "
                     f"{self.manager.latest_checkpoint}: re-run the same command to continue", signum)
             if last or ((epoch + 1) % cfg.eval_every == 0 and plan.evaluate):
+                progress.phase("evaluate")
                 result, probs = self.evaluate()
-                shown = {k: round(v, 4) for k, v in result.items()
-                         if k in ("acc", "nmi", "ari", "nonempty_clusters", "cluster_entropy")}
-                self.log(f"epoch {epoch + 1}/{num_epochs}: {shown}")
+                say(f"epoch {epoch + 1}/{num_epochs}: {epoch_report(result)}")
+            progress.end_epoch(epoch)
             if self.method.finished():
-                self.log(f"{self.method.name} met its stopping rule after epoch {epoch + 1}")
+                say(f"{self.method.name} met its stopping rule after epoch {epoch + 1}")
                 break
         if probs is None:  # nothing left to train (resumed a finished run)
             result, probs = self.evaluate(write=False)

@@ -55,24 +55,71 @@ def gallery(rows: list, per_row: int | None = None) -> np.ndarray:
 
 def cluster_gallery(images: np.ndarray, clusters: np.ndarray, confidence: np.ndarray, num_clusters: int,
                     per_cluster: int = 8, max_clusters: int = 32) -> np.ndarray:
-    """A grid: one row per cluster, its `per_cluster` most confident members.
+    """A grid: one row per cluster, its id and size on the left, then its `per_cluster` most confident members.
 
     Args:
       images: raw uint8 [N, H, W, C] images.
       clusters: int [N] assignments; confidence: float [N].
     Returns:
-      float32 [1, rows*H, per_cluster*W, C] in [0, 1] (empty cells are black).
+      float32 [1, rows*H', LABEL_WIDTH + per_cluster*W', C] in [0, 1], with H', W' = H, W enlarged
+      (pixel for pixel) to at least 24 so the row labels fit; empty cells are black.
     """
-    rows = []
+    scale = max(1, -(-24 // min(images.shape[1:3])))
+    rows, names = [], []
     for k in range(min(num_clusters, max_clusters)):
         members = np.flatnonzero(clusters == k)
-        rows.append(images[members[np.argsort(-confidence[members])][:per_cluster]] / 255.0)
+        best = images[members[np.argsort(-confidence[members])][:per_cluster]] / 255.0
+        rows.append(best.repeat(scale, axis=1).repeat(scale, axis=2))
+        names.append((f"#{k}", f"n={len(members)}"))
     if not any(len(r) for r in rows):
-        rows[0] = np.zeros((1,) + images.shape[1:], np.float32)
-    return gallery(rows, per_cluster)
+        rows[0] = np.zeros((1, images.shape[1] * scale, images.shape[2] * scale, images.shape[3]), np.float32)
+    grid = gallery(rows, per_cluster)
+    return np.concatenate([row_labels(names, grid.shape[1] // len(rows), grid.shape[-1]), grid], axis=2)
+
+
+# Width in pixels of the row-label column of a cluster gallery.
+LABEL_WIDTH = 44
+
+
+def row_labels(names: list, row_height: int, channels: int) -> np.ndarray:
+    """A column [1, len(names) * row_height, LABEL_WIDTH, channels] in [0, 1]: each row's text lines, white on black."""
+    from PIL import Image, ImageDraw
+
+    column = Image.new("L", (LABEL_WIDTH, row_height * len(names)), 0)
+    draw = ImageDraw.Draw(column)
+    for r, lines in enumerate(names):
+        for j, text in enumerate(lines):
+            draw.text((2, r * row_height + 1 + 11 * j), text, fill=255)
+    arr = np.asarray(column, np.float32)[None, :, :, None] / 255.0
+    return np.repeat(arr, channels, axis=-1)
 
 
 def write_gallery(writer, name: str, image: np.ndarray, step: int) -> None:
     with writer.as_default(step=int(step)):
         tf.summary.image(name, image, max_outputs=1)
     writer.flush()
+
+
+def read_scalars(logdir: str, tags) -> dict:
+    """{tag: [(step, value), ...] sorted by step} of scalar summaries of `tags` under `logdir`.
+
+    Every event file is read (a resumed run adds files); a step written twice keeps its last value.
+    """
+    import glob
+    import os
+
+    wanted, found = set(tags), {}
+    for path in sorted(glob.glob(os.path.join(logdir, "**", "events.*"), recursive=True), key=os.path.getmtime):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.tag in wanted:
+                    found.setdefault(value.tag, {})[int(event.step)] = float(tf.make_ndarray(value.tensor))
+    return {tag: sorted(steps.items()) for tag, steps in found.items()}
+
+
+def learning_curve(logdir: str, metric: str = "eval/acc") -> list:
+    """[[training images, metric], ...] at every evaluation of a run (eval/train_images on the x axis)."""
+    scalars = read_scalars(logdir, ("eval/train_images", metric))
+    images = dict(scalars.get("eval/train_images", []))
+    return [[int(images[step]), round(value, 4)] for step, value in scalars.get(metric, []) if step in images]
