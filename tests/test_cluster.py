@@ -95,3 +95,20 @@ def test_cluster_refuses_an_output_inside_the_folder_and_bad_arguments(folder, t
     assert proc.returncode != 0 and "image folder not found" in proc.stderr
     proc = _cluster(folder, f"--output={tmp_path / 'o'}")
     assert proc.returncode != 0 and "--num_clusters" in proc.stderr
+
+
+def test_cluster_with_num_clusters_auto_chooses_k_first(folder, tmp_path):
+    out = tmp_path / "auto"
+    proc = _cluster(folder, "--num_clusters=auto", "--k_range=2:6", "--k_features=pixels", f"--output={out}",
+                    "--method=kmeans", "--size=24", "--progress=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    chosen = json.load(open(out / "choose_k" / "choose_k.json", encoding="utf-8"))
+    assert chosen["k_range"] == [2, 3, 4, 5, 6] and chosen["features"] == "pixels"
+    assert summary["num_clusters"] == chosen["suggested_k"] == 3  # the folder holds three kinds of image
+    assert summary["choose_k"]["suggested_k"] == 3 and len(os.listdir(out / "clusters")) == 3
+    assert "--num_clusters=auto: K = 3" in proc.stdout + proc.stderr
+    bad = _cluster(folder, "--num_clusters=auto", "--k_range=1:4", f"--output={tmp_path / 'b'}")
+    assert bad.returncode != 0 and "K range" in bad.stderr
+    bad = _cluster(folder, "--num_clusters=three", f"--output={tmp_path / 'b'}")
+    assert bad.returncode != 0 and "'auto'" in bad.stderr

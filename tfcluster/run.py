@@ -207,16 +207,18 @@ def _train_locked(options, log, method, source, preprocessor, resolved, workdir,
 CLUSTER_METHOD = "gatcluster"
 
 
-def cluster_folder(folder: str, output: str, num_clusters: int, method: str = CLUSTER_METHOD,
+def cluster_folder(folder: str, output: str, num_clusters: int | str, method: str = CLUSTER_METHOD,
                    preset: str = "cpu", size: str = "", channels: int = 0, seed: int = 0, overrides: tuple = (),
                    copy_images: bool = False, precision: str = "auto", progress: bool = True,
-                   log=print) -> dict:
+                   k_range: str = "2:15", k_features: str = "fcae", log=print) -> dict:
     """Clusters a folder of images in one step: trains, then writes export.report's outputs under `output`.
 
     Args:
       folder: the images (nested sub-folders, any size and mode PIL reads).
       output: where everything goes (the run itself in output/run: re-running resumes it).
-      num_clusters: K (>= 2).
+      num_clusters: K (>= 2), or "auto": the K tfcluster.choose suggests among `k_range`
+        ("LO:HI" or "K1,K2,..."), on `k_features` (tfcluster.choose: "fcae" trains an
+        auto-encoder in output/choose_k; "pixels"; or an export's directory).
       size: "H" or "HxW" every image is resized to ("" = the first image's size).
       channels: 1 or 3 (0 = from the first image's mode).
     Returns the summary (also output/summary.json): cluster sizes, counts, paths of the outputs.
@@ -229,11 +231,25 @@ def cluster_folder(folder: str, output: str, num_clusters: int, method: str = CL
     if os.path.commonpath([folder_abs, output_abs]) == folder_abs:
         raise InputError(f"the output directory {output!r} is inside the image folder {folder!r}: a re-run would "
                          "read its own outputs as images; choose an output outside it")
-    if int(num_clusters) < 2:
-        raise InputError(f"--num_clusters must be at least 2, got {num_clusters}")
+    auto = str(num_clusters).strip().lower() == "auto"
+    if auto:
+        from tfcluster.evaluation import choose_k as choose_k_lib
+
+        ks = choose_k_lib.parse_range(k_range)
+    elif not str(num_clusters).strip().isdigit() or int(num_clusters) < 2:
+        raise InputError(f"--num_clusters must be an integer of at least 2 or 'auto', got {num_clusters!r}")
     query = "&".join(f"{k}={v}" for k, v in (("size", size), ("channels", channels)) if v)
     spec = f"folder:{folder_abs}" + (f"?{query}" if query else "")
     source = sources.load(spec)  # train() says how many files were skipped; unreadable.txt lists them
+    chosen = None
+    if auto:
+        from tfcluster import choose
+
+        chosen = choose.choose_k(source, ks, os.path.join(output_abs, "choose_k"), features=k_features, seed=seed,
+                                 progress=progress, precision=precision, log=log)
+        num_clusters = chosen["suggested_k"]
+        log(f"--num_clusters=auto: K = {num_clusters} (votes {chosen['votes']}; "
+            f"{os.path.join(output_abs, 'choose_k', choose.RESULT_FILE)})")
     options = RunOptions(method=method, dataset=spec, workdir=os.path.join(output_abs, "run"), preset=preset,
                          num_clusters=int(num_clusters), seed=seed, overrides=tuple(overrides), progress=progress,
                          precision=precision)
@@ -262,5 +278,8 @@ def cluster_folder(folder: str, output: str, num_clusters: int, method: str = CL
         "unreadable_list": os.path.join(output_abs, "unreadable.txt"), "export": metrics_out.get("export"),
         "wall_seconds": metrics_out["wall_seconds"],
     }
+    if chosen is not None:
+        summary["choose_k"] = {"suggested_k": chosen["suggested_k"], "votes": chosen["votes"],
+                               "k_range": chosen["k_range"], "plot": chosen["plot"]}
     config_lib.write_json(os.path.join(output_abs, "summary.json"), summary)
     return summary

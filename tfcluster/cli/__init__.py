@@ -4,6 +4,7 @@ r"""The `tfcluster` console command: `tfcluster SUBCOMMAND [--flags]`.
   tfcluster train --method=dac --preset=cpu --dataset=mnist5k --workdir=runs/dac
   tfcluster evaluate --model=runs/dac/export --dataset=mnist5k
   tfcluster predict --model=runs/dac/export --input=my_images/ --output=out/
+  tfcluster choose_k --dataset=folder:my_images --k_range=2:15 --workdir=runs/choose_k
   tfcluster transfer --model=runs/dac/export --dataset=fashion_mnist
 
 Each subcommand is an absl binary (tfcluster/cli/<name>.py; experiments/<name>.py
@@ -30,6 +31,7 @@ SUBCOMMANDS = {
     "train": "train a method on a dataset; print metrics; export a SavedModel",
     "evaluate": "ACC / NMI / ARI of an exported model on a labelled dataset",
     "predict": "assign exported-model clusters to new images (assignments.csv, one folder per cluster)",
+    "choose_k": "rank a range of K by label-free criteria on learned features (a heuristic)",
     "transfer": "transfer evaluation (DCCM section 4.1): an MLP trained with labels on an export's frozen features",
 }
 HELP = ("-h", "--help", "-help", "--helpfull", "help")

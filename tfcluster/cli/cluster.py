@@ -7,7 +7,9 @@ readable image, clusters/cluster_KK/ (links to the images, most confident
 first; --copy_images copies), overview.png (per cluster its size and most
 confident images), index.html, unreadable.txt, summary.json and run/ (the
 training run: checkpoints, TensorBoard, the SavedModel in run/export for
-`tfcluster predict`). Re-running the same command resumes. The default method,
+`tfcluster predict`). Re-running the same command resumes. --num_clusters=auto
+first runs `tfcluster choose_k` on the folder (into choose_k/) and trains with
+the K it suggests: a heuristic (docs/RESULTS.md). The default method,
 GATCluster, scored best of the cpu presets on Fashion-MNIST (docs/RESULTS.md).
 """
 
@@ -18,7 +20,11 @@ from absl import app, flags
 from tfcluster.cli import reports_errors
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_clusters", None, "number of clusters K (>= 2)", required=True)
+flags.DEFINE_string("num_clusters", None, "number of clusters K (>= 2), or 'auto' (chosen by `tfcluster choose_k` "
+                    "among --k_range: a heuristic)", required=True)
+flags.DEFINE_string("k_range", "2:15", "with --num_clusters=auto: the K to consider (LO:HI or K1,K2,...)")
+flags.DEFINE_string("k_features", "fcae", "with --num_clusters=auto: features K is chosen on: fcae (an auto-encoder "
+                    "trained first) | pixels | an exported model's directory")
 flags.DEFINE_string("output", None, "output directory (outside the image folder)", required=True)
 flags.DEFINE_string("method", "gatcluster", "clustering method (tfcluster train --help lists them)")
 flags.DEFINE_string("preset", "cpu", "config preset")
@@ -40,12 +46,21 @@ def main(argv):
 
     configs.check(FLAGS.method, FLAGS.preset, FLAGS.set)  # before TensorFlow: mistakes answer at once
     sources.list_image_files(argv[1])
+    if FLAGS.num_clusters.strip().lower() == "auto":
+        from tfcluster.evaluation import choose_k
+
+        choose_k.parse_range(FLAGS.k_range)
+    elif not FLAGS.num_clusters.strip().isdigit() or int(FLAGS.num_clusters) < 2:
+        from tfcluster.errors import InputError
+
+        raise InputError(f"--num_clusters must be an integer of at least 2 or 'auto', got {FLAGS.num_clusters!r}")
     from tfcluster import run
 
     summary = run.cluster_folder(argv[1], FLAGS.output, FLAGS.num_clusters, method=FLAGS.method,
                                  preset=FLAGS.preset, size=FLAGS.size, channels=FLAGS.channels, seed=FLAGS.seed,
                                  overrides=tuple(FLAGS.set), copy_images=FLAGS.copy_images,
-                                 precision=FLAGS.precision, progress=FLAGS.progress)
+                                 precision=FLAGS.precision, progress=FLAGS.progress,
+                                 k_range=FLAGS.k_range, k_features=FLAGS.k_features)
     print(json.dumps(summary, indent=2))
 
 
