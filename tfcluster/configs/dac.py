@@ -45,7 +45,7 @@ class ThresholdSchedule:
         return epoch
 
 
-SELECT_ON = ("view", "clean", "epoch")
+SELECT_ON = ("view", "clean", "epoch", "chunk")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +81,8 @@ class DACConfig(BaseConfig):
     bn_momentum: float = 0.99
     schedule: ThresholdSchedule = dataclasses.field(default_factory=ThresholdSchedule)
     select_on: str = "view"
+    chunk_size: int = 1000
+    chunk_repeats: int = 5
     calibration_samples: int = 2000
     calibration_mode: str = "one_pass"
 
@@ -88,6 +90,9 @@ class DACConfig(BaseConfig):
         super().validate()
         self.check_choice("calibration_mode", self.calibration_mode, CALIBRATION_MODES)
         self.check_choice("select_on", self.select_on, SELECT_ON)
+        if self.chunk_size < self.batch_size or self.chunk_repeats < 1:
+            raise InputError(f"chunk_size must be at least batch_size ({self.batch_size}) and chunk_repeats at "
+                             f"least 1; got {self.chunk_size}, {self.chunk_repeats}")
         if self.width <= 0 or self.learning_rate <= 0:
             raise InputError(f"width and learning_rate must be positive; got {self.width}, {self.learning_rate}")
 

@@ -11,7 +11,7 @@ from tfcluster.configs.base import CALIBRATION_MODES, AugmentConfig, BaseConfig
 from tfcluster.errors import InputError
 
 
-TARGETS = ("batch", "epoch")
+TARGETS = ("batch", "epoch", "chunk")
 # The MI discriminator's layers (nets.dccm): the paper's, or the official code's pool1 / logits.
 SHALLOW_LAYERS = ("paper", "pool1")
 DEEP_LAYERS = ("paper", "logits")
@@ -30,7 +30,9 @@ class DCCMConfig(BaseConfig):
       label_weight: alpha of eq. 15 (5); 0 drops the pseudo-label terms.
       mi_weight: beta of eq. 15 (0.1 in the paper, 0.05 in its code); 0 drops L_MI.
       local_robustness: train the transformed view too (eq. 12).
-      targets: "batch" or "epoch" (see the module docstring).
+      targets: "batch", "epoch" or "chunk" (see methods.dccm's docstring).
+      chunk_size, chunk_repeats: with targets="chunk", the chunks' size and the
+        passes of mini-batches over each (the official code: 1,000 and 10).
       width: network width multiplier (1.0 = Table 4).
       bn_momentum: BatchNorm momentum.
       logits_bn: BatchNorm before the softmax (official code).
@@ -60,6 +62,8 @@ class DCCMConfig(BaseConfig):
     deep: str = "paper"
     disc_units: int = 512
     mi_negatives: int = 2
+    chunk_size: int = 1000
+    chunk_repeats: int = 10
     calibration_samples: int = 2000
     calibration_mode: str = "one_pass"
     report_samples: int = 2000
@@ -72,6 +76,9 @@ class DCCMConfig(BaseConfig):
         self.check_choice("deep", self.deep, DEEP_LAYERS)
         if not 0.0 < self.thres1 <= 1.0 or not 0.0 < self.thres2 <= 1.0:
             raise InputError(f"thresholds must be in (0, 1]; got thres1={self.thres1}, thres2={self.thres2}")
+        if self.chunk_size < self.batch_size or self.chunk_repeats < 1:
+            raise InputError(f"chunk_size must be at least batch_size ({self.batch_size}) and chunk_repeats at "
+                             f"least 1; got {self.chunk_size}, {self.chunk_repeats}")
         if self.mi_negatives < 1:
             raise InputError(f"mi_negatives must be at least 1, got {self.mi_negatives}")
 

@@ -56,13 +56,15 @@ def _batch_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib.A
 
 def _shuffled(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
               global_batch_size: int, seed: int, epoch: int, num_views: int = 1,
-              keep: np.ndarray | None = None, passes: int = 1) -> tf.data.Dataset:
+              keep: np.ndarray | None = None, passes: int = 1, chunk: int = 0) -> tf.data.Dataset:
     """One epoch of shuffled, augmented, batched training data (global batches, full ones only).
 
     `keep`: indices of the samples to train on (default all); "index" stays the
     position in the source. `passes`: shuffled passes over them in the epoch
     (a new order each pass; batches run on across pass boundaries). Each batch
-    draws its views' parameters from its own stateless seed.
+    draws its views' parameters from its own stateless seed. `chunk`: the
+    stage's number among the epoch's chunks; chunk c > 0 seeds its order and
+    draws from (seed, epoch, c), so two chunks of an epoch draw differently.
     """
     if keep is None:
         x, y, index = source.x, source.y, np.arange(len(source), dtype=np.int64)
@@ -73,6 +75,8 @@ def _shuffled(source: Source, preprocessor: Preprocessor, augment: augment_lib.A
     if global_batch_size > n:
         raise ValueError(f"batch size {global_batch_size} is larger than the dataset ({n} samples)")
     epoch_seed = _epoch_seed(seed, epoch)
+    if chunk:
+        epoch_seed = _epoch_seed(epoch_seed, chunk + 1)
     ds = tf.data.Dataset.from_tensor_slices({"raw": x, "label": y, "index": index})
     if passes == 1:
         ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False)
@@ -151,7 +155,7 @@ def stage_dataset(source: Source, preprocessor: Preprocessor, augment: augment_l
                     stage.repeats, num_views=stage.num_views)
     else:
         ds = _shuffled(source, preprocessor, augment, stage.batch_size, seed, epoch, num_views=stage.num_views,
-                       keep=stage.indices, passes=stage.repeats)
+                       keep=stage.indices, passes=stage.repeats, chunk=stage.chunk)
     return ds.take(stage.steps)
 
 

@@ -1,11 +1,14 @@
-"""Per-epoch targets from the clean training images (DAC and DCCM `cpu` presets).
+"""Targets from the clean training images, per epoch or per chunk (DAC and DCCM `cpu` presets).
 
-Targets predicted once per epoch in inference mode need BatchNorm statistics
-of the clean images: at initialisation the moving averages (mean 0, variance
-1) map every image to nearly the same output, and later they hold augmented
-views' statistics. `CleanTargets` recalibrates BatchNorm on a fixed random
-subset (nets.batchnorm) and reuses the predictions made at the end of an
-epoch as the next epoch's targets, since the model does not change in between.
+Targets predicted in inference mode need BatchNorm statistics of the clean
+images: at initialisation the moving averages (mean 0, variance 1) map every
+image to nearly the same output, and later they hold augmented views'
+statistics. `CleanTargets` recalibrates BatchNorm (nets.batchnorm) on a fixed
+random subset, or on the chunk whose targets it predicts, and reuses the
+predictions made at the end of an epoch as the next epoch's targets, since the
+model does not change in between. `chunk_stages` lays out an epoch of chunks:
+each chunk's targets from its own clean images, then passes of augmented
+mini-batches over it (as the official DAC and DCCM codes train).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from tfcluster.data import pipeline
+from tfcluster.methods.plan import Stage
 from tfcluster.nets.batchnorm import BatchNormCalibrator
 
 
@@ -47,10 +52,15 @@ class CleanTargets:
         self._kept = None
         self.calibrated = False
 
-    def calibrate(self, predict_all: Callable) -> None:
-        """Sets BatchNorm statistics to the clean images' (of the fixed subset)."""
-        self._calibrator(lambda fn: predict_all(fn, subset=self._subset))
+    def calibrate(self, predict_all: Callable, subset: np.ndarray | None = None) -> None:
+        """Sets BatchNorm statistics to the clean images' (of `subset`, default the fixed subset)."""
+        self._calibrator(lambda fn: predict_all(fn, subset=self._subset if subset is None else subset))
         self.calibrated = True
+
+    def chunk(self, predict_all: Callable, indices: np.ndarray) -> np.ndarray:
+        """Predictions [M, K] of the chunk `indices` [M], with BatchNorm calibrated on the chunk itself."""
+        self.calibrate(predict_all, subset=indices)
+        return predict_all(subset=indices)
 
     def keep(self, predictions: np.ndarray) -> None:
         """Keeps end-of-epoch predictions [N, K] as the next epoch's targets."""
@@ -68,3 +78,24 @@ class CleanTargets:
         if not self.calibrated:
             self.calibrate(predict_all)
         return predict_all()
+
+
+def chunk_stages(step: Callable, num_samples: int, chunk_size: int, repeats: int, batch_size: int,
+                 num_views: int, seed: int, epoch: int, begin_chunk: Callable[[int, np.ndarray], dict]) -> list:
+    """One epoch of chunked targets: a Stage per chunk of `chunk_size` samples.
+
+    Chunks are data.pipeline.chunk_order's (disjoint, a pure function of (seed,
+    epoch); the N mod M samples left over change from epoch to epoch). Each
+    stage's `begin` is `begin_chunk(c, indices)` (the chunk's targets); then
+    floor(repeats * M / batch_size) steps over the chunk, `repeats` shuffled
+    passes with new augmentations each pass ("shuffle" order: "index" is the
+    position in the source, where the targets are stored).
+    """
+    chunk_size = min(int(chunk_size), int(num_samples))
+    stages = []
+    for c, indices in enumerate(pipeline.chunk_order(int(num_samples), chunk_size, seed, epoch)):
+        stages.append(Stage(step=step, steps=int(repeats) * len(indices) // int(batch_size),
+                            batch_size=int(batch_size), indices=indices, repeats=int(repeats), num_views=num_views,
+                            order="shuffle", chunk=c, name=f"chunk {c + 1}",
+                            begin=lambda c=c, indices=indices: begin_chunk(c, indices)))
+    return stages

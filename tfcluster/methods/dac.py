@@ -19,8 +19,8 @@ from tfcluster.configs.dac import PRESETS, DACConfig
 from tfcluster.errors import InputError
 from tfcluster.losses.dac import dac_loss_terms
 from tfcluster.methods.base import Method
-from tfcluster.methods.clean_targets import CleanTargets
-from tfcluster.methods.plan import one_pass
+from tfcluster.methods.clean_targets import CleanTargets, chunk_stages
+from tfcluster.methods.plan import EpochPlan, eager, one_pass
 from tfcluster.nets.allconv import build_allconvnet
 
 
@@ -38,8 +38,8 @@ class DAC(Method):
 
     @property
     def num_views(self) -> int:
-        """Augmented views per training element: two for cross-view pairs (select_on="epoch")."""
-        return 2 if self.config.select_on == "epoch" else 1
+        """Augmented views per training element: two for cross-view pairs (select_on="epoch" or "chunk")."""
+        return 2 if self.config.select_on in ("epoch", "chunk") else 1
 
     def build(self):
         with self.strategy.scope():
@@ -60,7 +60,16 @@ class DAC(Method):
         return self.config.schedule.last_epoch()
 
     def epoch_plan(self, epoch, predict_all):
-        """[schedule (+ the epoch's targets) and steps over all samples, BatchNorm recalibration]."""
+        """[schedule (+ the epoch's targets) and steps over all samples, BatchNorm recalibration];
+        select_on="chunk": [schedule, then per chunk its targets and passes over it, recalibration]."""
+        cfg = self.config
+        if cfg.select_on == "chunk":
+            stages = [eager(lambda: self.begin_epoch(epoch, predict_all), "schedule")]
+            stages += chunk_stages(self.train_step, self.info.num_samples, cfg.chunk_size, cfg.chunk_repeats,
+                                   cfg.batch_size, self.num_views, self.seed, epoch,
+                                   lambda c, indices: self.begin_chunk(indices, predict_all))
+            stages.append(eager(lambda: self.end_epoch(epoch, predict_all), "calibrate"))
+            return EpochPlan(tuple(stages))
         return one_pass(self.train_step, self.info.num_samples, self.config.batch_size, self.num_views,
                         begin=lambda: self.begin_epoch(epoch, predict_all),
                         end=lambda: self.end_epoch(epoch, predict_all), end_name="calibrate")
@@ -82,6 +91,19 @@ class DAC(Method):
             logs["dac/epoch_selected_fraction"] = float(((sim > upper) | (sim < lower)).mean())
         return logs
 
+    def begin_chunk(self, indices, predict_all):
+        """select_on="chunk": the chunk's clean label features [M, K] become its rows of the targets."""
+        if getattr(self, "_chunk_targets", None) is None:
+            self._chunk_targets = np.zeros((int(self.info.num_samples), self.num_clusters), np.float32)
+        feats = self.clean_targets.chunk(predict_all, indices).astype(np.float32)
+        feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+        self._chunk_targets[indices] = feats
+        self.keep_targets("epoch_targets", self._chunk_targets)
+        upper, lower = self.config.schedule.thresholds(float(self.lam.numpy()))
+        sim = feats @ feats.T
+        return {"dac/chunk_positive_fraction": float((sim > upper).mean()),
+                "dac/chunk_selected_fraction": float(((sim > upper) | (sim < lower)).mean())}
+
     def end_epoch(self, epoch, predict_all):
         """Sets BatchNorm statistics to the clean training images' (see methods.clean_targets).
 
@@ -97,7 +119,7 @@ class DAC(Method):
     def train_step(self, batch):
         ctx, replica_id, _ = self.replica_info()
         upper, lower = self.config.schedule.thresholds(self.lam)
-        if self.config.select_on == "epoch":
+        if self.config.select_on in ("epoch", "chunk"):
             return self._cross_view_step(batch, ctx, replica_id, upper, lower)
         views, clean = batch["views"][:, 0], batch["image"]
         b = tf.shape(views)[0]

@@ -21,9 +21,11 @@ Where the targets come from (`targets`):
   "batch": the same step's training-mode forward pass of the original images
     (Algorithm 1 of the paper);
   "epoch": predictions of the whole training set in inference mode after each
-    epoch, with BatchNorm statistics recalibrated on clean images (as the
-    official code computes targets once on a large batch of 1000 and then
-    trains several passes of augmented mini-batches against them).
+    epoch, with BatchNorm statistics recalibrated on clean images;
+  "chunk": the official code's scheme: per chunk of `chunk_size` images, the
+    chunk's predictions in inference mode (BatchNorm calibrated on the chunk),
+    then `chunk_repeats` passes of augmented mini-batches against them (the
+    official code: chunks of 1,000, 10 passes of batch 32).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from tfcluster.evaluation import metrics
 from tfcluster.losses import dccm as dccm_loss
 from tfcluster.losses.common import bce_sum, cosine_similarity
 from tfcluster.methods.base import Method
-from tfcluster.methods.clean_targets import CleanTargets, fixed_subset
-from tfcluster.methods.plan import one_pass
+from tfcluster.methods.clean_targets import CleanTargets, chunk_stages, fixed_subset
+from tfcluster.methods.plan import EpochPlan, eager, one_pass
 from tfcluster.nets.dccm import MIDiscriminator, build_dccm_net, variant_for
 
 
@@ -87,7 +89,15 @@ class DCCM(Method):
 
     # -- eager stages ---------------------------------------------------------------------
     def epoch_plan(self, epoch, predict_all):
-        """[(the epoch's targets and) steps over all samples, end-of-epoch predictions]."""
+        """[(the epoch's targets and) steps over all samples, end-of-epoch predictions];
+        targets="chunk": [per chunk its targets and passes over it, end-of-epoch predictions]."""
+        cfg = self.config
+        if cfg.targets == "chunk":
+            stages = chunk_stages(self.train_step, self.info.num_samples, cfg.chunk_size, cfg.chunk_repeats,
+                                  cfg.batch_size, self.num_views, self.seed, epoch,
+                                  lambda c, indices: self.begin_chunk(indices, predict_all))
+            stages.append(eager(lambda: self.end_epoch(epoch, predict_all), "targets"))
+            return EpochPlan(tuple(stages))
         return one_pass(self.train_step, self.info.num_samples, self.config.batch_size, self.num_views,
                         begin=lambda: self.begin_epoch(epoch, predict_all),
                         end=lambda: self.end_epoch(epoch, predict_all), end_name="targets")
@@ -99,6 +109,16 @@ class DCCM(Method):
         probs = self.clean_targets.next(predict_all).astype(np.float32)
         self.keep_targets("epoch_targets", probs)
         return self._target_logs(probs, "dccm/epoch_targets_")
+
+    def begin_chunk(self, indices, predict_all):
+        """targets="chunk": the chunk's clean predictions [M, K] become its rows of the targets."""
+        if getattr(self, "_chunk_targets", None) is None:
+            self._chunk_targets = np.full((int(self.info.num_samples), self.num_clusters), 1.0 / self.num_clusters,
+                                          np.float32)
+        probs = self.clean_targets.chunk(predict_all, indices).astype(np.float32)
+        self._chunk_targets[indices] = probs
+        self.keep_targets("epoch_targets", self._chunk_targets)
+        return {"dccm/chunk_confident_fraction": float((probs.max(1) >= self.config.thres2).mean())}
 
     def _target_logs(self, probs, prefix):
         """Confident fraction, graph edge fraction (on a fixed sample) and the largest-probability histogram."""
@@ -115,7 +135,7 @@ class DCCM(Method):
         return (z @ z.T) >= self.config.thres1
 
     def end_epoch(self, epoch, predict_all):
-        if self.config.targets == "epoch":
+        if self.config.targets in ("epoch", "chunk"):
             self.clean_targets.calibrate(predict_all)
         probs = predict_all()
         if self.config.targets == "epoch" and epoch + 1 < self.num_epochs():
@@ -141,7 +161,7 @@ class DCCM(Method):
         with tf.GradientTape() as tape:
             out = self.model(x, training=True)
             z = out["probabilities"]
-            if cfg.targets == "epoch":
+            if cfg.targets in ("epoch", "chunk"):
                 target = tf.gather(self.epoch_targets, batch["index"])
             else:
                 target = tf.stop_gradient(z)

@@ -1,0 +1,103 @@
+"""Chunked targets (DAC select_on="chunk", DCCM targets="chunk"): the plan, the targets, the draws."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfcluster import run
+from tfcluster.data import pipeline
+from tfcluster.data.preprocess import Preprocessor
+from tfcluster.data.sources import make_source
+from tfcluster.errors import InputError
+from tfcluster.methods.clean_targets import chunk_stages
+from tfcluster.methods.plan import Stage
+from tfcluster.nets.batchnorm import BatchNormCalibrator
+from tfcluster.training.loop import Trainer
+
+
+def test_an_epoch_of_chunks_covers_disjoint_chunks_with_repeats_passes_each():
+    calls = []
+    stages = chunk_stages(lambda b: {}, num_samples=1050, chunk_size=200, repeats=3, batch_size=64, num_views=2,
+                          seed=4, epoch=1, begin_chunk=lambda c, idx: calls.append((c, idx)) or {})
+    assert len(stages) == 5  # floor(1050 / 200); the 50 left over change with the epoch
+    assert all(s.steps == 3 * 200 // 64 and s.repeats == 3 and s.num_views == 2 and s.order == "shuffle"
+               for s in stages)
+    chunks = [s.indices for s in stages]
+    assert len(np.unique(np.concatenate(chunks))) == 1000
+    np.testing.assert_array_equal(chunks, pipeline.chunk_order(1050, 200, 4, 1))
+    stages[3].begin()
+    assert calls[0][0] == 3 and calls[0][1] is chunks[3]
+    # a chunk larger than the data is the whole data
+    assert [len(s.indices) for s in chunk_stages(lambda b: {}, 100, 1000, 1, 10, 0, 0, 0, lambda c, i: {})] == [100]
+
+
+def test_shuffled_chunks_of_an_epoch_draw_their_own_orders_and_views():
+    rng = np.random.RandomState(0)
+    source = make_source("t", rng.randint(0, 255, (40, 8, 8, 1)).astype(np.uint8), np.zeros(40, np.int64),
+                         num_classes=2)
+    from tfcluster.configs.base import AugmentConfig
+
+    aug = AugmentConfig(rotation=20.0, shift=0.1)
+    same = np.arange(20)
+
+    def first_batch(chunk):
+        stage = Stage(step=lambda b: {}, steps=1, batch_size=20, indices=same, num_views=1, chunk=chunk)
+        return next(iter(pipeline.stage_dataset(source, Preprocessor.fit(source.x), aug, stage, seed=1, epoch=0)))
+
+    a, b, a_again = first_batch(1), first_batch(2), first_batch(1)
+    np.testing.assert_array_equal(a["views"].numpy(), a_again["views"].numpy())
+    order_a, order_b = a["index"].numpy(), b["index"].numpy()
+    views_a = a["views"].numpy()[np.argsort(order_a)]
+    views_b = b["views"].numpy()[np.argsort(order_b)]
+    assert not np.array_equal(order_a, order_b) and not np.allclose(views_a, views_b)
+
+
+def _method_and_trainer(tmp_path, method, source, overrides):
+    options = run.RunOptions(method=method, dataset="digits", workdir=str(tmp_path), preset="cpu", seed=0,
+                             overrides=overrides, progress=False, export=False, precision="float32",
+                             strategy="one_device")
+    built, _, _, _ = run.build(options, source=source)
+    return built, Trainer(built, source, str(tmp_path), progress=False, log=lambda m: None)
+
+
+@pytest.mark.parametrize("method,overrides", [
+    ("dac", ("select_on=chunk", "width=0.125", "batch_size=32", "chunk_size=100", "chunk_repeats=2", "epochs=1")),
+    ("dccm", ("targets=chunk", "width=0.125", "batch_size=32", "chunk_size=100", "chunk_repeats=2", "epochs=1",
+              "disc_units=16")),
+])
+def test_a_chunks_targets_are_its_clean_predictions_with_batchnorm_calibrated_on_it(tmp_path, method, overrides,
+                                                                                    mnist_small):
+    source = make_source("m", mnist_small.x[:250], mnist_small.y[:250], num_classes=10)
+    built, trainer = _method_and_trainer(tmp_path, method, source, overrides)
+    plan = built.epoch_plan(0, trainer.predict_all)
+    chunked = [s for s in plan.stages if s.steps]
+    assert len(chunked) == 2 and all(s.steps == 2 * 100 // 32 for s in chunked)
+    for stage in plan.stages[:1] if method == "dac" else []:
+        stage.begin()  # DAC's schedule stage sets lambda
+    chunked[0].begin()
+    first_rows = built.epoch_targets.numpy()[chunked[0].indices]
+    trainer._distributed_step(chunked[0].step)(next(iter(pipeline.stage_dataset(
+        source, built.preprocessor, built.config.augment, chunked[0], 0, 0))))  # weights away from chunk 0's
+    stage = chunked[1]
+    stage.begin()
+    # Independently: calibrate a copy of the network on the chunk's clean images, then predict them.
+    x = np.concatenate([b["image"].numpy() for b in pipeline.eval_dataset(
+        make_source("c", source.x[stage.indices], source.y[stage.indices], num_classes=10), built.preprocessor,
+        500)])
+    model = built.model
+    moving = [w.numpy() for w in model.weights]
+    BatchNormCalibrator(model, "one_pass")(lambda fn: fn(tf.constant(x)).numpy())
+    out = model(x, training=False)
+    expected = (out / tf.norm(out, axis=1, keepdims=True) if method == "dac" else out["probabilities"]).numpy()
+    for w, v in zip(model.weights, moving):
+        w.assign(v)
+    targets = built.epoch_targets.numpy()
+    np.testing.assert_allclose(targets[stage.indices], expected, rtol=1e-4, atol=1e-5)
+    # chunk 0's rows keep the targets its own begin set (before the step)
+    np.testing.assert_array_equal(targets[chunked[0].indices], first_rows)
+
+
+def test_chunk_settings_are_checked():
+    with pytest.raises(InputError, match="chunk_size"):
+        run.build(run.RunOptions(method="dac", dataset="digits", preset="cpu", workdir="/tmp/unused",
+                                 overrides=("select_on=chunk", "chunk_size=8", "batch_size=64")))
