@@ -190,6 +190,24 @@ def test_progress_line_covers_the_whole_run_and_extrapolates_its_eta():
     p.close()
     text = out.getvalue()
     assert "\repoch 1/4 | train 5/10" in text and "epoch 1/4: {'acc': 0.5}\n" in text and text.endswith("\n")
+    # where the time went: 5 s preparing, 5 s of steps, then evaluation until t = 30
+    assert p.seconds == {"train (prepare)": 5.0, "train (steps)": 5.0, "evaluate": 20.0}
+
+
+def test_progress_adds_up_the_time_of_numbered_stages_under_one_name():
+    now = FakeClock()
+    p = RunProgress(num_epochs=1, enabled=False, now=now)
+    p.begin_epoch(0, steps_total=4)
+    for chunk in (1, 2):
+        p.phase(f"chunk {chunk} (prepare)")
+        now.t += 1.0
+        p.phase(f"chunk {chunk}", steps=True)
+        now.t += 3.0
+    p.phase("calibrate")
+    now.t += 0.5
+    p.end_epoch(0)
+    p.close()
+    assert p.seconds == {"chunk (prepare)": 2.0, "chunk (steps)": 6.0, "calibrate": 0.5}
 
 
 def test_progress_without_a_terminal_writes_one_line_per_epoch_and_a_resumed_run_counts_what_is_left():

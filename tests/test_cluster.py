@@ -49,8 +49,11 @@ def test_cluster_a_folder_in_one_command(folder, tmp_path):
     proc = _cluster(folder, "--num_clusters=3", f"--output={out}", "--method=kmeans", "--size=24",
                     "--progress=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    summary = json.load(open(out / "summary.json", encoding="utf-8"))
     assert (summary["images"], summary["unreadable"], summary["num_clusters"]) == (90, 3, 3)
+    sizes = " ".join(map(str, sorted(summary["cluster_sizes"], reverse=True)))
+    assert "90 images in 3 clusters by kmeans" in proc.stdout and f"largest first: {sizes}\n" in proc.stdout
+    assert f"assignments  {out / 'assignments.csv'}" in proc.stdout
     rows = list(csv.DictReader(open(out / "assignments.csv", encoding="utf-8")))
     expected = sorted(os.path.relpath(p, folder) for p in map(str, folder.rglob("img*.png"))) + \
         sorted(os.path.relpath(p, folder) for p in map(str, folder.rglob("数字*.png")))
@@ -102,7 +105,7 @@ def test_cluster_with_num_clusters_auto_chooses_k_first(folder, tmp_path):
     proc = _cluster(folder, "--num_clusters=auto", "--k_range=2:6", "--k_features=pixels", f"--output={out}",
                     "--method=kmeans", "--size=24", "--progress=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    summary = json.load(open(out / "summary.json", encoding="utf-8"))
     chosen = json.load(open(out / "choose_k" / "choose_k.json", encoding="utf-8"))
     assert chosen["k_range"] == [2, 3, 4, 5, 6] and chosen["features"] == "pixels"
     assert summary["num_clusters"] == chosen["suggested_k"] == 3  # the folder holds three kinds of image

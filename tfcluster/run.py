@@ -4,7 +4,9 @@ This is the library entry point the binaries call; it takes a typed
 `RunOptions` and reads no flags. It writes into the work directory:
   config.json     the resolved configuration (method config, preset, seed, ...)
   metrics.json    acc, nmi, ari, num_samples, method, dataset, seed, wall_seconds,
-                  label_uniformity_index (labelled data), ...
+                  train_seconds (in steps), time_seconds (where the wall time went: setup,
+                  each activity of the epochs, after_training), label_uniformity_index
+                  (labelled data), ...
   checkpoints/    for resuming (re-run with the same work directory)
   tensorboard/    scalars and the cluster gallery
   export/<n>/     the SavedModel
@@ -165,7 +167,9 @@ def _train_locked(options, log, method, source, preprocessor, resolved, workdir,
         f"{resolved['replicas']} replica(s), preset {options.preset}, precision {method.precision}")
     restore_dir = None if workdir == options.workdir else os.path.join(options.workdir, "checkpoints")
     trainer = Trainer(method, source, workdir, progress=options.progress, log=log, restore_dir=restore_dir)
+    t_run = time.perf_counter()
     result = trainer.run()
+    t_end = time.perf_counter()
     out = {
         "method": options.method, "dataset": options.dataset, "preset": options.preset, "seed": options.seed,
         "num_samples": len(source), "num_clusters": method.num_clusters,
@@ -198,6 +202,10 @@ def _train_locked(options, log, method, source, preprocessor, resolved, workdir,
             title=f"{options.method} on {options.dataset}: label features (DAC supp. eq. 1)",
             class_names=list(source.info.class_names) or None)
     out["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    # Where the wall time went: set-up (data, networks, restore), the epochs' activities, then
+    # export, predictions and plots.
+    spent = {"setup": t_run - t0} | result.activity_seconds | {"after_training": time.perf_counter() - t_end}
+    out["time_seconds"] = {k: round(v, 2) for k, v in spent.items() if v >= 0.005}
     config_lib.write_json(os.path.join(workdir, "metrics.json"), out)
     return out
 
@@ -276,7 +284,7 @@ def cluster_folder(folder: str, output: str, num_clusters: int | str, method: st
         "assignments": os.path.join(output_abs, "assignments.csv"), "clusters": os.path.join(output_abs, "clusters"),
         "overview": os.path.join(output_abs, "overview.png"), "index": os.path.join(output_abs, "index.html"),
         "unreadable_list": os.path.join(output_abs, "unreadable.txt"), "export": metrics_out.get("export"),
-        "wall_seconds": metrics_out["wall_seconds"],
+        "wall_seconds": metrics_out["wall_seconds"], "summary": os.path.join(output_abs, "summary.json"),
     }
     if chosen is not None:
         summary["choose_k"] = {"suggested_k": chosen["suggested_k"], "votes": chosen["votes"],

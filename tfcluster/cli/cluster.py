@@ -13,8 +13,6 @@ the K it suggests: a heuristic (docs/RESULTS.md). The default method,
 GATCluster, scored best of the cpu presets on Fashion-MNIST (docs/RESULTS.md).
 """
 
-import json
-
 from absl import app, flags
 
 from tfcluster.cli import reports_errors
@@ -61,7 +59,31 @@ def main(argv):
                                  overrides=tuple(FLAGS.set), copy_images=FLAGS.copy_images,
                                  precision=FLAGS.precision, progress=FLAGS.progress,
                                  k_range=FLAGS.k_range, k_features=FLAGS.k_features)
-    print(json.dumps(summary, indent=2))
+    print(summary_text(summary))
+
+
+def summary_text(summary: dict) -> str:
+    """The end of `tfcluster cluster` for a person: counts, cluster sizes, time, where the outputs are."""
+    from tfcluster.training.progress import clock
+
+    sizes = sorted(summary["cluster_sizes"], reverse=True)
+    lines = [f"{summary['images']} images in {summary['num_clusters']} clusters by {summary['method']} "
+             f"(preset {summary['preset']}), mean confidence {summary['mean_confidence']:.3f}; "
+             f"{summary['unreadable']} unreadable files skipped; {clock(summary['wall_seconds'])} in training",
+             f"cluster sizes, largest first: {' '.join(map(str, sizes))}"]
+    if "choose_k" in summary:
+        chosen = summary["choose_k"]
+        votes = ", ".join(f"{n}: {k}" for n, k in chosen["votes"].items())
+        lines.append(f"K = {chosen['suggested_k']} chosen by choose_k among {chosen['k_range'][0]}.."
+                     f"{chosen['k_range'][-1]} (votes: {votes}; {chosen['plot']})")
+    outputs = [("assignments", summary["assignments"]), ("clusters", summary["clusters"]),
+               ("overview", summary["overview"]), ("web page", summary["index"]),
+               ("unreadable", summary["unreadable_list"])]
+    if summary.get("export"):
+        outputs.append(("SavedModel", f"{summary['export']}  (tfcluster predict --model=... --input=DIR)"))
+    outputs.append(("summary", summary["summary"]))
+    width = max(len(name) for name, _ in outputs)
+    return "\n".join(lines + ["outputs:"] + [f"  {name:<{width}}  {where}" for name, where in outputs])
 
 
 def run(argv=None):

@@ -91,6 +91,8 @@ class TrainResult:
     resumed_from: str | None
     probabilities: np.ndarray | None = None
     train_steps_per_second: float = 0.0
+    # wall seconds per activity of the epochs (training.progress.RunProgress.seconds)
+    activity_seconds: dict = dataclasses.field(default_factory=dict)
 
 
 def epoch_report(result: dict) -> str:
@@ -329,9 +331,11 @@ class Trainer:
     def _run_epochs(self, resumed) -> TrainResult:
         progress = RunProgress(self.method.num_epochs(), int(self.epoch.numpy()), enabled=self.progress)
         try:
-            return self._epochs(resumed, progress, functools.partial(progress.message, log=self.log))
+            result = self._epochs(resumed, progress, functools.partial(progress.message, log=self.log))
         finally:
             progress.close()
+        result.activity_seconds = dict(progress.seconds)
+        return result
 
     def _epochs(self, resumed, progress: RunProgress, say: Callable[[str], None]) -> TrainResult:
         """The epochs left, shown on `progress`; `say` prints a line above it."""

@@ -8,10 +8,14 @@ its steps, evaluation and checkpoints. The ETA extrapolates the wall time
 since this process started training over the fraction of the run's epochs done,
 so eager work is priced in. On a terminal the line is redrawn in place (at most
 every `min_interval` seconds); otherwise one line per epoch is written.
+`seconds` adds up the wall time of each activity (numbers dropped from stage
+names: "chunk 3 (prepare)" counts as "chunk (prepare)"), so a run can say where
+its time went.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -50,15 +54,26 @@ class RunProgress:
         self.rate = None
         self._drawn = 0.0
         self._width = 0
+        # wall seconds per activity; the one running since `_since` is `_bucket`
+        self.seconds: dict[str, float] = {}
+        self._bucket, self._since = "starting", self.t0
 
     # -- state -----------------------------------------------------------------------------------
+    def _account(self, bucket: str | None) -> None:
+        """Closes the running activity's time; `bucket` runs from now."""
+        t = self.now()
+        self.seconds[self._bucket] = self.seconds.get(self._bucket, 0.0) + (t - self._since)
+        self._bucket, self._since = (re.sub(r"\s*\d+", "", bucket) if bucket else "other"), t
+
     def begin_epoch(self, epoch: int, steps_total: int) -> None:
+        self._account("plan")
         self.epoch, self.steps_done, self.steps_total = int(epoch), 0, int(steps_total)
         self.draw(force=True)
 
     def phase(self, activity: str, steps: bool = False) -> None:
         """What runs now: a stage's name, "<stage> (prepare)", "evaluate", "checkpoint";
         `steps`: the activity is the stage's steps (the line counts them)."""
+        self._account(activity + (" (steps)" if steps else ""))
         self.activity, self.counting = activity, steps
         self.draw(force=True)
 
@@ -70,6 +85,7 @@ class RunProgress:
 
     def end_epoch(self, epoch: int) -> None:
         """After epoch `epoch` (0-based) finished, evaluation included."""
+        self._account(None)
         self.epoch, self.steps_done, self.steps_total = int(epoch) + 1, 0, 0
         if self.enabled and not self.interactive:
             self._write(self.line(head=f"epoch {int(epoch) + 1}/{self.num_epochs} done") + "\n")
@@ -129,6 +145,8 @@ class RunProgress:
         self.draw(force=True)
 
     def close(self) -> None:
+        self._account(None)
+        self.seconds = {k: v for k, v in self.seconds.items() if v > 0}
         if self.enabled and self.interactive and self._width:
             self._write("\n")
             self._width = 0
