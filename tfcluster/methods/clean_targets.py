@@ -17,6 +17,7 @@ from typing import Callable
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfcluster.data import pipeline
 from tfcluster.methods.plan import Stage
@@ -43,11 +44,17 @@ class CleanTargets:
       mode: the calibration (nets.batchnorm): "one_pass" (one training-mode pass
         in inference-sized sub-batches) or "layerwise" (exact, about one pass per
         two BatchNorm layers).
+      output: picks the chunk targets' tensor from the model's outputs (default:
+        the output itself).
     `predict_all` arguments are `Trainer.predict_all`.
     """
 
-    def __init__(self, model: keras.Model, num_samples: int, calibration_samples: int, mode: str = "one_pass"):
+    def __init__(self, model: keras.Model, num_samples: int, calibration_samples: int, mode: str = "one_pass",
+                 output: Callable = lambda out: out):
         self._calibrator = BatchNormCalibrator(model, mode)
+        self._model = model
+        self._output = output
+        self._predict_output = None
         self._subset = fixed_subset(int(num_samples), int(calibration_samples))
         self._kept = None
         self.calibrated = False
@@ -58,9 +65,20 @@ class CleanTargets:
         self.calibrated = True
 
     def chunk(self, predict_all: Callable, indices: np.ndarray) -> np.ndarray:
-        """Predictions [M, K] of the chunk `indices` [M], with BatchNorm calibrated on the chunk itself."""
+        """The model's `output` [M, ...] on the chunk `indices` [M] in inference mode, with BatchNorm
+        calibrated on the chunk itself.
+
+        In "one_pass" mode both come from one training-mode pass over the chunk as a
+        single batch (nets.batchnorm: exact); "layerwise" calibrates, then predicts.
+        """
+        if self._calibrator.mode == "one_pass":
+            return self._calibrator.calibrate_and_predict(
+                lambda fn: predict_all(fn, subset=indices, batch_size=len(indices)), self._output)
         self.calibrate(predict_all, subset=indices)
-        return predict_all(subset=indices)
+        if self._predict_output is None:
+            self._predict_output = tf.function(lambda x: tf.cast(self._output(self._model(x, training=False)),
+                                                                 tf.float32), reduce_retracing=True)
+        return predict_all(self._predict_output, subset=indices)
 
     def keep(self, predictions: np.ndarray) -> None:
         """Keeps end-of-epoch predictions [N, K] as the next epoch's targets."""

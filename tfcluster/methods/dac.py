@@ -95,8 +95,8 @@ class DAC(Method):
         """select_on="chunk": the chunk's clean label features [M, K] become its rows of the targets."""
         if getattr(self, "_chunk_targets", None) is None:
             self._chunk_targets = np.zeros((int(self.info.num_samples), self.num_clusters), np.float32)
-        feats = self.clean_targets.chunk(predict_all, indices).astype(np.float32)
-        feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+        feats = self.clean_targets.chunk(predict_all, indices)  # label features: unit vectors
+        feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
         self._chunk_targets[indices] = feats
         self.keep_targets("epoch_targets", self._chunk_targets)
         upper, lower = self.config.schedule.thresholds(float(self.lam.numpy()))

@@ -73,7 +73,7 @@ class DCCM(Method):
             self.optimizer = keras.optimizers.RMSprop(cfg.learning_rate, rho=cfg.rho)
             self.optimizer.build(self._variables())
         self.clean_targets = CleanTargets(self.model, self.info.num_samples, cfg.calibration_samples,
-                                          cfg.calibration_mode)
+                                          cfg.calibration_mode, output=lambda out: out["probabilities"])
         self._report_subset = fixed_subset(int(self.info.num_samples), int(cfg.report_samples))
 
     def _variables(self):
@@ -115,7 +115,7 @@ class DCCM(Method):
         if getattr(self, "_chunk_targets", None) is None:
             self._chunk_targets = np.full((int(self.info.num_samples), self.num_clusters), 1.0 / self.num_clusters,
                                           np.float32)
-        probs = self.clean_targets.chunk(predict_all, indices).astype(np.float32)
+        probs = self.clean_targets.chunk(predict_all, indices)
         self._chunk_targets[indices] = probs
         self.keep_targets("epoch_targets", self._chunk_targets)
         return {"dccm/chunk_confident_fraction": float((probs.max(1) >= self.config.thres2).mean())}

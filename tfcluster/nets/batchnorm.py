@@ -53,6 +53,7 @@ class BatchNormCalibrator:
         if mode not in MODES:
             raise ValueError(f"BatchNorm calibration mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
+        self._model = model
         self.layers = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
         # (stats fn, the layers whose statistics it returns), computed and assigned in this order.
         if mode == "layerwise":
@@ -66,9 +67,11 @@ class BatchNormCalibrator:
             self._groups = [(self._make_stats_fn(probe, training=True), self.layers)] if self.layers else []
 
     @staticmethod
-    def _make_stats_fn(probe, training: bool):
+    def _make_stats_fn(probe, training: bool, with_output: bool = False):
         """A tf.function: images [B, ...] -> [1, sum over layers of (2 C_l + 1)]: per layer its
         inputs' mean (C), sum of squared deviations from that mean (C) and count, in float32.
+        with_output: the probe's last output is the model's; returns {"stats": the row,
+        "outputs": that output in float32}.
 
         Centred per batch, so float32 keeps the variance exact to round-off however
         large the mean; batches are combined in float64 on the host (`_combine`).
@@ -79,27 +82,60 @@ class BatchNormCalibrator:
         def stats(x):
             parts = []
             outputs = probe(x, training=training)
-            for h in (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]):
+            outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+            if with_output:
+                outputs, final = outputs[:-1], outputs[-1]
+            for h in outputs:
                 h = tf.cast(h, tf.float32)
                 axes = list(range(len(h.shape) - 1))
                 count = tf.cast(tf.reduce_prod(tf.shape(h)[:-1]), tf.float32)
                 mean = tf.reduce_mean(h, axes)
                 parts += [mean, tf.reduce_sum(tf.math.squared_difference(h, mean), axes), [count]]
-            return tf.concat(parts, 0)[None]
+            row = tf.concat(parts, 0)[None]
+            return {"stats": row, "outputs": tf.cast(final, tf.float32)} if with_output else row
 
         return stats
 
     def __call__(self, map_batches: Callable[[Callable], np.ndarray]) -> None:
         # A one_pass training-mode pass also moves the moving statistics; all of them are overwritten here.
         for fn, layers in self._groups:
-            rows = map_batches(fn).astype(np.float64)
-            start = 0
-            for layer in layers:
-                c = int(layer.moving_mean.shape[0])
-                mean, var = self._combine(rows[:, start:start + 2 * c + 1])
-                layer.moving_mean.assign(mean.astype(np.float32))
-                layer.moving_variance.assign(var.astype(np.float32))
-                start += 2 * c + 1
+            self._assign(layers, map_batches(fn))
+
+    def calibrate_and_predict(self, map_batches: Callable[[Callable], dict], output: Callable) -> np.ndarray:
+        """One training-mode pass ("one_pass" mode) that calibrates and returns the model's outputs.
+
+        Given one batch holding the whole dataset (e.g. a chunk), the outputs are
+        those of inference with the statistics set here (training mode on the
+        whole data is the layer-by-layer result): targets and calibration in one
+        pass instead of two. With several batches the outputs are each batch's
+        training-mode outputs (batch statistics), not inference-mode ones.
+
+        Args:
+          map_batches: as for `__call__`, applying a function returning a dict.
+          output: picks the wanted tensor from the model's (symbolic) outputs,
+            e.g. `lambda out: out["probabilities"]`.
+        Returns: the outputs [N, ...] in float32.
+        """
+        if self.mode != "one_pass":
+            raise ValueError("calibrate_and_predict needs the one_pass mode")
+        if getattr(self, "_with_output", (None, None))[0] is not output:
+            probe = keras.Model(self._model.inputs,
+                                [layer.input for layer in self.layers] + [output(self._model.output)])
+            self._with_output = (output, self._make_stats_fn(probe, training=True, with_output=True))
+        result = map_batches(self._with_output[1])
+        self._assign(self.layers, result["stats"])
+        return result["outputs"]
+
+    def _assign(self, layers, rows: np.ndarray) -> None:
+        """Sets the layers' moving statistics from per-batch rows (`_make_stats_fn`)."""
+        rows = rows.astype(np.float64)
+        start = 0
+        for layer in layers:
+            c = int(layer.moving_mean.shape[0])
+            mean, var = self._combine(rows[:, start:start + 2 * c + 1])
+            layer.moving_mean.assign(mean.astype(np.float32))
+            layer.moving_variance.assign(var.astype(np.float32))
+            start += 2 * c + 1
 
     @staticmethod
     def _combine(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

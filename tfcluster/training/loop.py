@@ -241,7 +241,8 @@ class Trainer:
 
         Args:
           fn: a tf.function of preprocessed images [B, ...] whose outputs are
-            returned instead (concatenated over eval batches, in source order).
+            returned instead (concatenated over eval batches, in source order;
+            a dict of outputs gives a dict of arrays).
           subset: indices of the samples to use instead of all (in this order).
           batch_size: images per inference batch (default: config.eval_batch_size).
 
@@ -260,7 +261,10 @@ class Trainer:
             subset = np.asarray(subset)
             source = dataclasses.replace(source, x=source.x[subset], y=source.y[subset])
         ds = pipeline.eval_dataset(source, self.preprocessor, batch_size or self.method.config.eval_batch_size)
-        out = np.concatenate([fn(batch["image"]).numpy() for batch in ds])
+        outs = [fn(batch["image"]) for batch in ds]
+        if isinstance(outs[0], dict):  # a function of several outputs: each concatenated
+            return {k: np.concatenate([o[k].numpy() for o in outs]) for k in outs[0]}
+        out = np.concatenate([o.numpy() for o in outs])
         if plain:
             out.setflags(write=False)
             self._probabilities = out
