@@ -135,8 +135,12 @@ class DCCM(Method):
         return (z @ z.T) >= self.config.thres1
 
     def end_epoch(self, epoch, predict_all):
+        """BatchNorm calibrated for inference ("epoch"/"chunk" targets) and the whole set's target
+        statistics; "chunk" skips the latter (a pass over all images; each chunk logs its own)."""
         if self.config.targets in ("epoch", "chunk"):
             self.clean_targets.calibrate(predict_all)
+        if self.config.targets == "chunk":
+            return {}
         probs = predict_all()
         if self.config.targets == "epoch" and epoch + 1 < self.num_epochs():
             self.clean_targets.keep(probs)
