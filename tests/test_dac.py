@@ -4,9 +4,11 @@ import tensorflow as tf
 
 from tfcluster.data.sources import DatasetInfo
 from tfcluster.losses import dac as dac_loss
-from tfcluster.configs.dac import DACConfig, ThresholdSchedule
+from tfcluster.configs.dac import DACConfig, ThresholdSchedule, official_cpu_preset, official_preset
+from tfcluster.errors import InputError
 from tfcluster.methods.dac import DAC
 from tfcluster.nets import build_allconvnet
+from tfcluster.nets.allconv import build_official_mnist_net
 from tfcluster.training.strategy import make_strategy
 from tfcluster.nets.batchnorm import BatchNormCalibrator
 from tfcluster.nets.layers import RestraintLayer
@@ -88,6 +90,52 @@ def test_cross_view_pairs_keep_each_images_two_views_as_a_positive():
     assert float(loss_sum) == pytest.approx(expected, rel=1e-6)
 
 
+def test_official_loss_is_the_squared_error_over_all_pairs_of_one_view():
+    rng = np.random.RandomState(7)
+    f = RestraintLayer()(rng.randn(10, 4).astype(np.float32) * 2).numpy().astype(np.float64)
+    t = RestraintLayer()(rng.randn(10, 4).astype(np.float32) * 2).numpy().astype(np.float64)
+    th = 0.7
+    r = (t @ t.T > th).astype(float)
+    assert np.all(np.diag(r) == 1) and 0 < r.sum() < 100  # self-pairs are kept: target similarity 1
+    expected = ((f @ f.T - r) ** 2).sum()
+    parts = [dac_loss.official_loss_terms(tf.constant(f[i:i + 5]), tf.constant(f), th, tf.constant(t[i:i + 5]),
+                                          tf.constant(t)) for i in (0, 5)]
+    assert sum(float(p[0]) for p in parts) == pytest.approx(expected, rel=1e-9)
+    assert sum(float(p[1]) for p in parts) == r.sum()
+
+
+def test_official_mnist_network_is_the_scripts():
+    model = build_official_mnist_net((28, 28, 1), 10)
+    convs = [l for l in model.layers if l.name.endswith("conv")]
+    assert [c.filters for c in convs] == [64, 64, 64, 128, 128, 128, 10]
+    assert [c.padding for c in convs[:6]] == ["valid"] * 6
+    assert model.get_layer("block1_pool").output.shape[1:3] == (11, 11)
+    assert model.get_layer("block2_pool").output.shape[1:3] == (2, 2)
+    for name in ("dense1", "dense2"):  # K -> K, initialised to the identity
+        np.testing.assert_array_equal(model.get_layer(name).kernel.numpy(), np.eye(10))
+    out = model(np.random.rand(3, 28, 28, 1).astype(np.float32), training=False).numpy()
+    assert np.all(out >= 0)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="side >= 20"):
+        build_official_mnist_net((16, 16, 1), 10)
+
+
+def test_official_presets_follow_the_script():
+    info = DatasetInfo("t", 10, (28, 28, 1), num_samples=5000)
+    cfg = official_preset(info)
+    s = cfg.schedule
+    assert s.last_epoch() == 20  # th = 0.9 lowered by 0.02 per epoch until 0.5
+    assert [round(s.thresholds(s.lambda_at(e))[0], 6) for e in (0, 1, 19)] == [0.9, 0.88, 0.52]
+    assert (cfg.network, cfg.loss, cfg.select_on, cfg.chunk_size, cfg.chunk_repeats, cfg.batch_size) == \
+        ("official", "official", "chunk", 1000, 5, 128)
+    small = official_cpu_preset(info)
+    assert small.width == 0.5 and small.schedule.last_epoch() == 20
+    big = official_cpu_preset(DatasetInfo("t", 10, (28, 28, 1), num_samples=70000)).schedule
+    assert big.last_epoch() == 2 and big.thresholds(big.lambda_at(1))[0] == pytest.approx(0.7)
+    with pytest.raises(InputError, match="select_on must be"):
+        DAC(DACConfig(loss="official"), info, 10, make_strategy("one_device"), (28, 28, 1))
+
+
 @pytest.mark.parametrize("shape,variant,out_hw", [((28, 28, 1), "mnist", 7), ((32, 32, 3), "cifar", 8),
                                                   ((96, 96, 3), "stl", 6)])
 def test_allconvnet_table1_shapes(shape, variant, out_hw):
@@ -127,11 +175,12 @@ def test_circle_mapping_puts_one_hot_on_polygon_vertices():
 def _one_step(strategy, batch_np, select_on):
     tf.keras.utils.set_random_seed(0)
     info = DatasetInfo("t", 4, (12, 12, 1))
-    cfg = DACConfig(width=0.125, bn_momentum=0.9, batch_size=8, select_on=select_on,
-                    schedule=ThresholdSchedule(upper0=0.8, lower0=0.6))
+    official = select_on == "official"
+    cfg = DACConfig(width=0.125, bn_momentum=0.9, batch_size=8, select_on="epoch" if official else select_on,
+                    schedule=ThresholdSchedule(upper0=0.8, lower0=0.6), loss="official" if official else "bce")
     method = DAC(cfg, info, 4, strategy, (12, 12, 1))
     method.build()
-    if select_on == "epoch":
+    if select_on in ("epoch", "official"):
         # The eager stage: targets from the clean images (batch-statistics BN).
         images = tf.constant(batch_np["image"])
         method.begin_epoch(0, lambda fn=None, **_: (fn or tf.function(method.predict))(images).numpy())
@@ -139,7 +188,7 @@ def _one_step(strategy, batch_np, select_on):
     return logs, [w.numpy() for w in method.model.weights]
 
 
-@pytest.mark.parametrize("select_on", ["view", "clean", "epoch"])
+@pytest.mark.parametrize("select_on", ["view", "clean", "epoch", "official"])
 def test_two_replica_step_equals_one_device_step(select_on):
     rng = np.random.RandomState(0)
     views = 2 if select_on == "epoch" else 1
@@ -154,7 +203,8 @@ def test_two_replica_step_equals_one_device_step(select_on):
     logs2, w2 = _one_step(mirrored, batch, select_on)
     assert logs1["loss"] > 0
     assert logs1["loss"] == pytest.approx(logs2["loss"], rel=1e-5)
-    assert logs1["dac/selected_fraction"] == pytest.approx(logs2["dac/selected_fraction"])
+    key = "dac/positive_fraction" if select_on == "official" else "dac/selected_fraction"
+    assert logs1[key] == pytest.approx(logs2[key])
     # RMSProp's first step moves every weight by about lr / sqrt(1 - rho) = 3e-3
     # whatever the gradient's size, so a near-zero gradient's summation-order noise
     # can show up as ~1e-5 in an isolated weight: bound the worst case at 3% of a

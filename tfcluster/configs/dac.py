@@ -46,6 +46,8 @@ class ThresholdSchedule:
 
 
 SELECT_ON = ("view", "clean", "epoch", "chunk")
+NETWORKS = ("table1", "official")
+LOSSES = ("bce", "official")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +85,8 @@ class DACConfig(BaseConfig):
     select_on: str = "view"
     chunk_size: int = 1000
     chunk_repeats: int = 5
+    network: str = "table1"
+    loss: str = "bce"
     calibration_samples: int = 2000
     calibration_mode: str = "one_pass"
 
@@ -90,6 +94,11 @@ class DACConfig(BaseConfig):
         super().validate()
         self.check_choice("calibration_mode", self.calibration_mode, CALIBRATION_MODES)
         self.check_choice("select_on", self.select_on, SELECT_ON)
+        self.check_choice("network", self.network, NETWORKS)
+        self.check_choice("loss", self.loss, LOSSES)
+        if self.loss == "official" and self.select_on not in ("epoch", "chunk"):
+            raise InputError(f"loss='official' trains against predicted targets: select_on must be 'epoch' or "
+                             f"'chunk', got {self.select_on!r}")
         if self.chunk_size < self.batch_size or self.chunk_repeats < 1:
             raise InputError(f"chunk_size must be at least batch_size ({self.batch_size}) and chunk_repeats at "
                              f"least 1; got {self.chunk_size}, {self.chunk_repeats}")
@@ -139,4 +148,48 @@ def cpu_preset(info) -> DACConfig:
 # Training images the cpu preset aims at: 16 epochs of MNIST-5k.
 CPU_IMAGE_BUDGET = 80_000
 
-PRESETS = {"paper": paper_preset, "cpu": cpu_preset}
+
+def official_preset(info) -> DACConfig:
+    """What the official code's MNIST script (vector-1127/DAC, MNIST/mnist.py) does, point by point.
+
+      - network: its own (nets.allconv.build_official_mnist_net), not the supplement's Table 1:
+        valid 3x3 convolutions, two identity-initialised dense layers and a softmax;
+      - targets per chunk of 1,000 images (the script's `nb`), predicted before training on the
+        chunk; 5 passes (`nb_epoch`) of augmented mini-batches of 128 over it;
+      - loss: squared error between the cosine similarities of the L2-normalised softmax outputs of
+        one augmented batch (against itself, self-pairs included) and the chunk's thresholded
+        similarities [t_ij > th]; no pair ignored;
+      - one threshold th = 0.9, lowered by (0.9 - 0.5) / 20 after each of 20 epochs;
+      - RMSprop 1e-3 (Keras' default); rotation 10 degrees, shifts 0.1, zoom 0.95-1.05, channel
+        shift 0.05 (brightness here).
+    Deviations and why: the script's BatchNorm uses batch statistics at prediction too (Keras 1
+    mode=2), so its targets depend on the prediction batches; here the chunk's targets come from
+    inference with BatchNorm calibrated on the chunk's clean images (one pass, exact). Its
+    constant training-time input factor (`rescale=0.975`) is left out. Its chunks are the data in
+    order; here a new random split each epoch. Inputs are standardised as for every method.
+    Command: tfcluster train --method=dac --preset=official --dataset=mnist5k
+    """
+    return DACConfig(network="official", loss="official", select_on="chunk", chunk_size=1000, chunk_repeats=5,
+                     batch_size=128, learning_rate=1e-3, epochs=0,
+                     schedule=ThresholdSchedule(upper0=0.9, lower0=0.5, lower_slope=0.0, lambda_step=0.02),
+                     augment=AugmentConfig(rotation=10.0, shift=0.1, scale=(0.95, 1.05), brightness=0.05),
+                     eval_every=2)
+
+
+def official_cpu_preset(info) -> DACConfig:
+    """`official` at CPU size: width 0.5, and at most ~500,000 training images.
+
+    MNIST-5k keeps the script's 20 epochs (5 chunks x 5 passes each); larger data runs
+    max(2, round(500,000 / (5 N))) epochs, th going from 0.9 to 0.5 over them as the script's
+    th -= (0.9 - 0.5) / epochs does for its epoch count.
+    Command: tfcluster train --method=dac --preset=official_cpu --dataset=mnist5k
+    """
+    cfg = official_preset(info)
+    epochs = max(2, min(20, round(OFFICIAL_CPU_IMAGE_BUDGET / (cfg.chunk_repeats * max(info.num_samples, 1)))))
+    schedule = dataclasses.replace(cfg.schedule, lambda_step=(cfg.schedule.upper0 - cfg.schedule.lower0) / epochs)
+    return dataclasses.replace(cfg, width=0.5, epochs=0, schedule=schedule)
+
+
+OFFICIAL_CPU_IMAGE_BUDGET = 500_000
+
+PRESETS = {"paper": paper_preset, "cpu": cpu_preset, "official": official_preset, "official_cpu": official_cpu_preset}

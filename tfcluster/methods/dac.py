@@ -7,6 +7,9 @@ labels pairs of the *global* batch (s > u similar, s < l dissimilar, others
 ignored) and minimises the binary cross-entropy over the selected pairs.
 Training ends when u <= l. Cluster = argmax of the label feature;
 `probabilities` = l / ||l||_1 (the normalisation of the supplement's eq. 1).
+The `official` presets train as the official code's MNIST script does instead
+(configs.dac.official_preset: its network, per-chunk targets, one threshold,
+squared error over all pairs).
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ import tensorflow as tf
 
 from tfcluster.configs.dac import PRESETS, DACConfig
 from tfcluster.errors import InputError
-from tfcluster.losses.dac import dac_loss_terms
+from tfcluster.losses.dac import dac_loss_terms, official_loss_terms
 from tfcluster.methods.base import Method
 from tfcluster.methods.clean_targets import CleanTargets, chunk_stages
 from tfcluster.methods.plan import EpochPlan, eager, one_pass
-from tfcluster.nets.allconv import build_allconvnet
+from tfcluster.nets.allconv import build_allconvnet, build_official_mnist_net
 
 
 class DAC(Method):
@@ -38,13 +41,17 @@ class DAC(Method):
 
     @property
     def num_views(self) -> int:
-        """Augmented views per training element: two for cross-view pairs (select_on="epoch" or "chunk")."""
+        """Augmented views per training element: two for cross-view pairs (select_on="epoch" or "chunk"),
+        one for the official loss (one view against itself)."""
+        if self.config.loss == "official":
+            return 1
         return 2 if self.config.select_on in ("epoch", "chunk") else 1
 
     def build(self):
         with self.strategy.scope():
-            self.model = build_allconvnet(self.input_shape, self.num_clusters, width=self.config.width,
-                                          bn_momentum=self.config.bn_momentum)
+            build_net = build_official_mnist_net if self.config.network == "official" else build_allconvnet
+            self.model = build_net(self.input_shape, self.num_clusters, width=self.config.width,
+                                   bn_momentum=self.config.bn_momentum)
             self.optimizer = keras.optimizers.RMSprop(self.config.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
             self.lam = tf.Variable(self.config.schedule.lambda0, trainable=False, dtype=tf.float32, name="lam")
@@ -119,6 +126,8 @@ class DAC(Method):
     def train_step(self, batch):
         ctx, replica_id, _ = self.replica_info()
         upper, lower = self.config.schedule.thresholds(self.lam)
+        if self.config.loss == "official":
+            return self._official_step(batch, ctx, upper)
         if self.config.select_on in ("epoch", "chunk"):
             return self._cross_view_step(batch, ctx, replica_id, upper, lower)
         views, clean = batch["views"][:, 0], batch["image"]
@@ -163,6 +172,21 @@ class DAC(Method):
         pairs = tf.square(tf.cast(tf.shape(second_all)[0], tf.float32))
         return {"loss": loss, "dac/selected_fraction": selected / pairs,
                 "dac/positive_fraction": positive / pairs}
+
+    def _official_step(self, batch, ctx, threshold):
+        """The official code's step: one augmented view against itself, squared error over all pairs."""
+        views = batch["views"][:, 0]
+        targets = tf.gather(self.epoch_targets, batch["index"])
+        with tf.GradientTape() as tape:
+            feats = self.model(views, training=True)
+            k = tf.shape(feats)[1]
+            gathered = ctx.all_gather(tf.concat([feats, targets], 1), axis=0)
+            feats_all, targets_all = gathered[:, :k], gathered[:, k:]
+            error, positive = official_loss_terms(feats, feats_all, threshold, targets, targets_all)
+            pairs = tf.square(tf.cast(tf.shape(feats_all)[0], tf.float32))
+            loss = error / pairs  # this replica's share of the mean over the global batch's B x B pairs
+        self.apply_gradients(self.optimizer, tape, loss, self.model.trainable_variables)
+        return {"loss": loss, "dac/positive_fraction": positive / pairs}
 
     def predict(self, x):
         l = self.model(x, training=False)
