@@ -45,3 +45,22 @@ def test_overrides_name_their_own_rows_and_table_group():
     assert len(lines) == 2
     assert "| m | d | cpu | 1 | 0.200 / 0.200 / 0.200 |" in lines[0]
     assert "| m | d | cpu; x=1 | 1 | 0.900 / 0.900 / 0.900 |" in lines[1]
+
+
+def test_a_finished_train_run_imports_as_a_row_of_the_preset_it_resolves_to(tmp_path):
+    import pytest
+
+    from tfcluster import run
+
+    workdir = str(tmp_path / "run")
+    run.train(run.RunOptions(method="dac", dataset="digits", preset="cpu", workdir=workdir, seed=3,
+                             overrides=("epochs=2", "width=0.125"), progress=False, export=False,
+                             circle_plot=False, precision="float32", strategy="one_device"), log=lambda m: None)
+    row = benchmark.import_run(workdir, "cpu", ["epochs=2", "width=0.125"])
+    m = __import__("json").load(open(os.path.join(workdir, "metrics.json")))
+    assert row["name"] == "dac-digits-cpu-epochs=2,width=0.125-seed3" and row["acc"] == m["acc"]
+    assert row["config_digest"] == benchmark.config_digest("dac", "digits", "cpu", ["epochs=2", "width=0.125"])
+    assert "--seed=3" in row["command"] and "--set=width=0.125" in row["command"]
+    assert len(row["curve"]) == 1 and row["curve"][0][0] == m["steps"] * 64  # evaluated once, at the end
+    with pytest.raises(ValueError, match="width"):  # the run is not the plain preset
+        benchmark.import_run(workdir, "cpu", ["epochs=2"])
