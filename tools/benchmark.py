@@ -41,6 +41,8 @@ flags.DEFINE_string("workroot", "runs/benchmark", "where the runs' work director
 flags.DEFINE_string("results", "docs/RESULTS.md", "markdown file whose benchmark block is replaced")
 flags.DEFINE_string("json", "docs/benchmark.json", "raw results (appended/merged by run name)")
 flags.DEFINE_list("merge", [], "merge the rows of these --json files of other invocations into --json, then stop")
+flags.DEFINE_list("drop", [], "remove these rows (by name: measured with a preset that has changed since), "
+                  "rewrite the table, then stop")
 flags.DEFINE_list("import_runs", [], "finished `tfcluster train` work directories to add as rows of --preset "
                   "(their resolved config must be the preset's), then stop")
 
@@ -201,6 +203,15 @@ def main(argv):
 
     start = time.time()
     rows = json.load(open(FLAGS.json)) if os.path.exists(FLAGS.json) else []
+    if FLAGS.drop:
+        unknown = set(FLAGS.drop) - {r["name"] for r in rows}
+        if unknown:
+            raise SystemExit(f"no rows named {sorted(unknown)} in {FLAGS.json}")
+        rows = [r for r in rows if r["name"] not in FLAGS.drop]
+        write_json(FLAGS.json, rows)
+        write_results(FLAGS.results, rows, "python " + " ".join(sys.argv),
+                      verb="Rows measured by several invocations (each row's `command` is in the JSON), last merged by")
+        return
     if FLAGS.import_runs:
         rows = merge_rows(rows, [import_run(w, FLAGS.preset, FLAGS.set) for w in FLAGS.import_runs])
         write_json(FLAGS.json, rows)
