@@ -63,3 +63,22 @@ def test_cluster_size_stats_and_errors():
     assert stats["cluster_entropy"] == pytest.approx(np.log(2))
     with pytest.raises(ValueError, match="labels but"):
         metrics.cluster_acc([0, 1], [0])
+
+
+def test_purity_and_the_precise_gan_codes_batch_purity():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    p = np.array([5, 5, 5, 5, 7, 7])  # clusters 5 = {0, 0, 1, 1}, 7 = {2, 2}: majorities 2 + 2 of 6
+    assert metrics.purity(y, p) == pytest.approx(4 / 6)
+    rng = np.random.RandomState(0)
+    y, p = rng.randint(0, 10, 1050), rng.randint(0, 10, 1050)
+    order = np.random.RandomState(3).permutation(1050)
+    expected = []
+    for b in range(10):  # 10 full batches of 100; the last 50 dropped
+        idx = order[b * 100:(b + 1) * 100]
+        counts = np.zeros((10, 10))
+        np.add.at(counts, (p[idx], y[idx]), 1)  # the official code's counts[pred][label]
+        expected.append(counts.max(1).sum() / 100)
+    assert metrics.batch_purity(y, p, batch_size=100, seed=3) == pytest.approx(np.mean(expected))
+    # random assignments: batches of 100 make purity look better than on the whole set
+    assert metrics.batch_purity(y, p, seed=3) > metrics.purity(y, p) + 0.05
+    assert metrics.batch_purity(y[:40], p[:40]) == pytest.approx(metrics.purity(y[:40], p[:40]))  # one batch
