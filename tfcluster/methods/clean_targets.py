@@ -56,6 +56,8 @@ class CleanTargets:
         self._output = output
         self._predict_output = None
         self._subset = fixed_subset(int(num_samples), int(calibration_samples))
+        self._num_samples = int(num_samples)
+        self._chunk_rows = None  # chunk_targets' [N, K]
         self._kept = None
         self.calibrated = False
 
@@ -79,6 +81,20 @@ class CleanTargets:
             self._predict_output = tf.function(lambda x: tf.cast(self._output(self._model(x, training=False)),
                                                                  tf.float32), reduce_retracing=True)
         return predict_all(self._predict_output, subset=indices)
+
+    def chunk_targets(self, predict_all: Callable, indices: np.ndarray,
+                      transform: Callable[[np.ndarray], np.ndarray] = lambda v: v) -> tuple[np.ndarray, np.ndarray]:
+        """`transform` of the chunk's outputs (`chunk`), written into its rows of the targets of all samples.
+
+        Returns (the chunk's targets [M, K], all targets [N, K]); rows of chunks whose
+        turn has not come this run are zeros (no step reads them: a chunk stage's
+        batches hold its own samples only).
+        """
+        values = transform(self.chunk(predict_all, indices))
+        if self._chunk_rows is None:
+            self._chunk_rows = np.zeros((self._num_samples,) + values.shape[1:], np.float32)
+        self._chunk_rows[indices] = values
+        return values, self._chunk_rows
 
     def keep(self, predictions: np.ndarray) -> None:
         """Keeps end-of-epoch predictions [N, K] as the next epoch's targets."""

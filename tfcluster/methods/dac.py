@@ -100,12 +100,9 @@ class DAC(Method):
 
     def begin_chunk(self, indices, predict_all):
         """select_on="chunk": the chunk's clean label features [M, K] become its rows of the targets."""
-        if getattr(self, "_chunk_targets", None) is None:
-            self._chunk_targets = np.zeros((int(self.info.num_samples), self.num_clusters), np.float32)
-        feats = self.clean_targets.chunk(predict_all, indices)  # label features: unit vectors
-        feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
-        self._chunk_targets[indices] = feats
-        self.keep_targets("epoch_targets", self._chunk_targets)
+        feats, targets = self.clean_targets.chunk_targets(  # label features: unit vectors (to round-off)
+            predict_all, indices, lambda l: l / np.linalg.norm(l, axis=1, keepdims=True))
+        self.keep_targets("epoch_targets", targets)
         upper, lower = self.config.schedule.thresholds(float(self.lam.numpy()))
         sim = feats @ feats.T
         return {"dac/chunk_positive_fraction": float((sim > upper).mean()),

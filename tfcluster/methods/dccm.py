@@ -112,12 +112,8 @@ class DCCM(Method):
 
     def begin_chunk(self, indices, predict_all):
         """targets="chunk": the chunk's clean predictions [M, K] become its rows of the targets."""
-        if getattr(self, "_chunk_targets", None) is None:
-            self._chunk_targets = np.full((int(self.info.num_samples), self.num_clusters), 1.0 / self.num_clusters,
-                                          np.float32)
-        probs = self.clean_targets.chunk(predict_all, indices)
-        self._chunk_targets[indices] = probs
-        self.keep_targets("epoch_targets", self._chunk_targets)
+        probs, targets = self.clean_targets.chunk_targets(predict_all, indices)
+        self.keep_targets("epoch_targets", targets)
         return {"dccm/chunk_confident_fraction": float((probs.max(1) >= self.config.thres2).mean())}
 
     def _target_logs(self, probs, prefix):
