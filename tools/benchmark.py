@@ -203,29 +203,23 @@ def main(argv):
 
     start = time.time()
     rows = json.load(open(FLAGS.json)) if os.path.exists(FLAGS.json) else []
+    edited = None  # rows changed without running anything: --drop, --import_runs, --merge
     if FLAGS.drop:
         unknown = set(FLAGS.drop) - {r["name"] for r in rows}
         if unknown:
             raise SystemExit(f"no rows named {sorted(unknown)} in {FLAGS.json}")
-        rows = [r for r in rows if r["name"] not in FLAGS.drop]
-        write_json(FLAGS.json, rows)
-        write_results(FLAGS.results, rows, "python " + " ".join(sys.argv),
-                      verb="Rows measured by several invocations (each row's `command` is in the JSON), last merged by")
-        return
-    if FLAGS.import_runs:
-        rows = merge_rows(rows, [import_run(w, FLAGS.preset, FLAGS.set) for w in FLAGS.import_runs])
-        write_json(FLAGS.json, rows)
-        write_results(FLAGS.results, rows, "python " + " ".join(sys.argv),
-                      verb="Rows measured by several invocations (each row's `command` is in the JSON), last merged by")
-        print(table(rows))
-        return
-    if FLAGS.merge:
+        edited = [r for r in rows if r["name"] not in FLAGS.drop]
+    elif FLAGS.import_runs:
+        edited = merge_rows(rows, [import_run(w, FLAGS.preset, FLAGS.set) for w in FLAGS.import_runs])
+    elif FLAGS.merge:
+        edited = rows
         for path in FLAGS.merge:
-            rows = merge_rows(rows, json.load(open(path)))
-        write_json(FLAGS.json, rows)
-        write_results(FLAGS.results, rows, "python " + " ".join(sys.argv),
-                      verb="Rows measured by several invocations (each row's `command` is in the JSON), merged by")
-        print(table(rows))
+            edited = merge_rows(edited, json.load(open(path)))
+    if edited is not None:
+        write_json(FLAGS.json, edited)
+        write_results(FLAGS.results, edited, "python " + " ".join(sys.argv),
+                      verb="Rows measured by several invocations (each row's `command` is in the JSON), last merged by")
+        print(table(edited))
         return
     for dataset in FLAGS.datasets:
         for method in FLAGS.methods:
