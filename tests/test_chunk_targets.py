@@ -106,3 +106,31 @@ def test_chunk_settings_are_checked():
     with pytest.raises(InputError, match="chunk_size"):
         run.build(run.RunOptions(method="dac", dataset="digits", preset="cpu", workdir="/tmp/unused",
                                  overrides=("select_on=chunk", "chunk_size=8", "batch_size=64")))
+
+
+@pytest.mark.parametrize("method,overrides,every_epoch", [
+    ("dac", ("select_on=chunk", "chunk_size=100"), False),
+    ("dac", ("select_on=epoch",), True),  # the next epoch's targets need the calibrated statistics
+    ("dccm", ("targets=chunk", "chunk_size=100", "disc_units=16"), False),
+    ("gatcluster", ("large_batch=100", "target_batch=100"), False),
+])
+def test_end_of_epoch_recalibration_runs_only_before_an_evaluation_unless_targets_need_it(
+        tmp_path, method, overrides, every_epoch, mnist_small):
+    source = make_source("m", mnist_small.x[:250], mnist_small.y[:250], num_classes=10)
+    built, trainer = _method_and_trainer(tmp_path, method, source,
+                                         overrides + ("width=0.125", "batch_size=32", "epochs=5", "eval_every=2"))
+    calls = []
+    if method == "gatcluster":
+        built._calibrator = lambda predict: calls.append("calibrate")
+    else:
+        built.clean_targets.calibrate = lambda *a, **k: calls.append("calibrate")
+        built.clean_targets.keep = lambda predictions: None
+    assert [built.evaluates_after(e) for e in range(5)] == [False, True, False, True, True]
+    ran = []
+    for epoch in range(5):
+        end = built.epoch_plan(epoch, trainer.predict_all).stages[-1]
+        assert not end.steps
+        calls.clear()
+        end.begin()
+        ran.append(bool(calls))
+    assert ran == ([True] * 5 if every_epoch else [False, True, False, True, True])

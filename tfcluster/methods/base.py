@@ -138,6 +138,15 @@ class Method(abc.ABC):
         """True once the method's own stopping rule has fired (checkpointed state)."""
         return False
 
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether the trainer evaluates after `epoch` (0-based): every `eval_every`-th epoch and the last.
+
+        End-of-epoch stages that only prepare inference (BatchNorm recalibration for the
+        evaluation and the export) run in these epochs alone. A plan with evaluate=False is
+        not evaluated all the same, unless it is the last.
+        """
+        return epoch + 1 >= self.num_epochs() or (epoch + 1) % int(self.config.eval_every) == 0
+
     def epoch_plan(self, epoch: int, predict_all: Callable[..., np.ndarray]) -> EpochPlan:
         """The stages of `epoch` (methods.plan), for trainable methods.
 

@@ -113,8 +113,12 @@ class DAC(Method):
 
         The official code's BN used batch statistics at prediction instead,
         which made its outputs batch-dependent. Recalibrated statistics give
-        clean-image targets and predictions that depend on no batch.
+        clean-image targets and predictions that depend on no batch. Only
+        select_on="epoch" predicts targets from them after every epoch; the other
+        modes recalibrate only before an evaluation (each chunk calibrates on its own).
         """
+        if self.config.select_on != "epoch" and not self.evaluates_after(epoch):
+            return {}
         self.clean_targets.calibrate(predict_all)
         if self.config.select_on == "epoch" and epoch + 1 < self.num_epochs():
             self.clean_targets.keep(predict_all())

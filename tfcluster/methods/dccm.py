@@ -132,11 +132,14 @@ class DCCM(Method):
 
     def end_epoch(self, epoch, predict_all):
         """BatchNorm calibrated for inference ("epoch"/"chunk" targets) and the whole set's target
-        statistics; "chunk" skips the latter (a pass over all images; each chunk logs its own)."""
-        if self.config.targets in ("epoch", "chunk"):
-            self.clean_targets.calibrate(predict_all)
-        if self.config.targets == "chunk":
+        statistics; "chunk" calibrates only before an evaluation and skips the statistics (a pass
+        over all images; each chunk logs its own)."""
+        if self.config.targets == "chunk":  # each chunk calibrates on its own; this is for the evaluation
+            if self.evaluates_after(epoch):
+                self.clean_targets.calibrate(predict_all)
             return {}
+        if self.config.targets == "epoch":
+            self.clean_targets.calibrate(predict_all)
         probs = predict_all()
         if self.config.targets == "epoch" and epoch + 1 < self.num_epochs():
             self.clean_targets.keep(probs)

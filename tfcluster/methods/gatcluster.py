@@ -138,7 +138,8 @@ class GATCluster(Method):
         return logs
 
     def end_epoch(self, epoch, predict_all):
-        if self.config.target_bn == "recalibrate":
+        """Recalibration on clean images for the evaluation and the export (each round calibrates for its targets)."""
+        if self.config.target_bn == "recalibrate" and self.evaluates_after(epoch):
             self._calibrator(lambda fn: predict_all(fn, subset=self._calibration_subset,
                                                     batch_size=self.config.target_batch))
         return {}

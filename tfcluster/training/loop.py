@@ -407,7 +407,7 @@ class Trainer:
                 raise TrainingInterrupted(
                     f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1}; saved "
                     f"{self.manager.latest_checkpoint}: re-run the same command to continue", signum)
-            if last or ((epoch + 1) % cfg.eval_every == 0 and plan.evaluate):
+            if last or (plan.evaluate and self.method.evaluates_after(epoch)):
                 progress.phase("evaluate")
                 result, probs = self.evaluate()
                 say(f"epoch {epoch + 1}/{num_epochs}: {epoch_report(result)}")
