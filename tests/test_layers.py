@@ -76,3 +76,45 @@ def test_calibration_combines_batches_exactly_even_far_from_zero():
     np.testing.assert_allclose(var, exact, rtol=1e-3)
     naive = (data ** 2).mean(0, dtype=np.float32) - data.mean(0, dtype=np.float32) ** 2
     assert np.max(np.abs(naive - exact) / exact) > 0.05
+
+
+def test_calibrate_and_predict_sets_every_batchnorm_to_the_batch_statistics_of_layerwise_calibration():
+    """One training-mode pass with momentum 0: the moving statistics equal the exact layer-by-layer
+    calibration on the same data, the outputs equal inference with them, momenta are restored, and
+    data in several batches or frozen BatchNorm layers are refused."""
+    import keras
+    import pytest
+
+    from tfcluster.nets.batchnorm import BatchNormCalibrator
+    from tfcluster.nets.layers import BatchNorm, conv_bn_relu
+
+    inputs = keras.Input((8, 8, 1))
+    x = conv_bn_relu(inputs, 4, 3, 1, bn_momentum=0.9, name="a_")
+    x = conv_bn_relu(x, 6, 3, 2, bn_momentum=0.9, name="b_")
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Softmax()(BatchNorm(momentum=0.99, name="head_bn")(keras.layers.Dense(3)(x)))
+    model = keras.Model(inputs, out)
+    data = tf.constant(np.random.RandomState(1).randn(50, 8, 8, 1).astype(np.float32) * 3.0 + 2.0)
+    layerwise = BatchNormCalibrator(model, "layerwise")
+    layerwise(lambda fn: np.concatenate([fn(data[i:i + 20]).numpy() for i in range(0, 50, 20)]))
+    bns = layerwise.layers
+    assert len(bns) == 3
+    exact = [(b.moving_mean.numpy().copy(), b.moving_variance.numpy().copy()) for b in bns]
+    expected_out = model(data, training=False).numpy()
+    for b in bns:  # away from the exact statistics
+        b.moving_mean.assign(tf.ones_like(b.moving_mean) * 5.0)
+        b.moving_variance.assign(tf.ones_like(b.moving_variance) * 7.0)
+    one_pass = BatchNormCalibrator(model, "one_pass")
+    got = one_pass.calibrate_and_predict(lambda fn: fn(data).numpy(), lambda o: o)
+    for b, (mean, var) in zip(bns, exact):
+        np.testing.assert_allclose(b.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(b.moving_variance.numpy(), var, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, expected_out, rtol=1e-4, atol=1e-5)
+    assert [b.momentum for b in bns] == [0.9, 0.9, 0.99]
+    with pytest.raises(ValueError, match="one batch"):
+        one_pass.calibrate_and_predict(lambda fn: np.concatenate([fn(data[:25]).numpy(), fn(data[25:]).numpy()]),
+                                       lambda o: o)
+    assert [b.momentum for b in bns] == [0.9, 0.9, 0.99]
+    bns[1].trainable = False
+    with pytest.raises(ValueError, match="frozen"):
+        one_pass.calibrate_and_predict(lambda fn: fn(data).numpy(), lambda o: o)

@@ -67,11 +67,9 @@ class BatchNormCalibrator:
             self._groups = [(self._make_stats_fn(probe, training=True), self.layers)] if self.layers else []
 
     @staticmethod
-    def _make_stats_fn(probe, training: bool, with_output: bool = False):
+    def _make_stats_fn(probe, training: bool):
         """A tf.function: images [B, ...] -> [1, sum over layers of (2 C_l + 1)]: per layer its
         inputs' mean (C), sum of squared deviations from that mean (C) and count, in float32.
-        with_output: the probe's last output is the model's; returns {"stats": the row,
-        "outputs": that output in float32}.
 
         Centred per batch, so float32 keeps the variance exact to round-off however
         large the mean; batches are combined in float64 on the host (`_combine`).
@@ -83,16 +81,13 @@ class BatchNormCalibrator:
             parts = []
             outputs = probe(x, training=training)
             outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-            if with_output:
-                outputs, final = outputs[:-1], outputs[-1]
             for h in outputs:
                 h = tf.cast(h, tf.float32)
                 axes = list(range(len(h.shape) - 1))
                 count = tf.cast(tf.reduce_prod(tf.shape(h)[:-1]), tf.float32)
                 mean = tf.reduce_mean(h, axes)
                 parts += [mean, tf.reduce_sum(tf.math.squared_difference(h, mean), axes), [count]]
-            row = tf.concat(parts, 0)[None]
-            return {"stats": row, "outputs": tf.cast(final, tf.float32)} if with_output else row
+            return tf.concat(parts, 0)[None]
 
         return stats
 
@@ -101,30 +96,55 @@ class BatchNormCalibrator:
         for fn, layers in self._groups:
             self._assign(layers, map_batches(fn))
 
-    def calibrate_and_predict(self, map_batches: Callable[[Callable], dict], output: Callable) -> np.ndarray:
-        """One training-mode pass ("one_pass" mode) that calibrates and returns the model's outputs.
+    def calibrate_and_predict(self, map_batches: Callable[[Callable], np.ndarray], output: Callable) -> np.ndarray:
+        """One training-mode pass over the data as a single batch ("one_pass" mode): calibrates and predicts.
 
-        Given one batch holding the whole dataset (e.g. a chunk), the outputs are
-        those of inference with the statistics set here (training mode on the
-        whole data is the layer-by-layer result): targets and calibration in one
-        pass instead of two. With several batches the outputs are each batch's
-        training-mode outputs (batch statistics), not inference-mode ones.
+        Every BatchNorm layer's moving statistics become the batch's own (its momentum is 0
+        while the pass is traced and run, so the layer's training-mode update writes the
+        statistics it normalised with), and the outputs are those of inference with the
+        statistics set here (training mode on the whole data is the layer-by-layer result):
+        targets and calibration in one pass, at the cost of the forward pass alone.
 
         Args:
-          map_batches: as for `__call__`, applying a function returning a dict.
-          output: picks the wanted tensor from the model's (symbolic) outputs,
-            e.g. `lambda out: out["probabilities"]`.
+          map_batches: as for `__call__`; it must pass the data as one batch (e.g. a chunk).
+          output: picks the wanted tensor from the model's outputs, e.g.
+            `lambda out: out["probabilities"]`.
         Returns: the outputs [N, ...] in float32.
+        Raises ValueError in "layerwise" mode, with frozen BatchNorm layers (training mode
+        would not update them), or when the data came in several batches (each batch's
+        statistics would overwrite the last's).
         """
         if self.mode != "one_pass":
             raise ValueError("calibrate_and_predict needs the one_pass mode")
+        frozen = [layer.name for layer in self.layers if not layer.trainable]
+        if frozen:
+            raise ValueError(f"calibrate_and_predict needs trainable BatchNorm layers; frozen: {frozen}")
         if getattr(self, "_with_output", (None, None))[0] is not output:
-            probe = keras.Model(self._model.inputs,
-                                [layer.input for layer in self.layers] + [output(self._model.output)])
-            self._with_output = (output, self._make_stats_fn(probe, training=True, with_output=True))
-        result = map_batches(self._with_output[1])
-        self._assign(self.layers, result["stats"])
-        return result["outputs"]
+            model = self._model
+
+            @tf.function(reduce_retracing=True)
+            def forward(x):
+                return tf.cast(output(model(x, training=True)), tf.float32)
+
+            self._with_output = (output, forward)
+        forward, batches = self._with_output[1], []
+
+        def one_batch(x):
+            batches.append(int(x.shape[0]))
+            return forward(x)
+
+        momenta = [layer.momentum for layer in self.layers]
+        try:
+            for layer in self.layers:  # read when `forward` is traced: every trace happens in here
+                layer.momentum = 0.0
+            outputs = map_batches(one_batch)
+        finally:
+            for layer, momentum in zip(self.layers, momenta):
+                layer.momentum = momentum
+        if len(batches) != 1:
+            raise ValueError(f"calibrate_and_predict needs the data in one batch; it came in {len(batches)} "
+                             f"({batches}) and only the last one's statistics were kept")
+        return outputs
 
     def _assign(self, layers, rows: np.ndarray) -> None:
         """Sets the layers' moving statistics from per-batch rows (`_make_stats_fn`)."""
