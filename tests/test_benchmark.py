@@ -64,7 +64,7 @@ def test_a_finished_train_run_imports_as_a_row_of_the_preset_it_resolves_to(tmp_
     assert len(row["curve"]) == 1 and row["curve"][0][0] == m["steps"] * 64  # evaluated once, at the end
     # metrics.json says where the wall time went; the parts add up to it (the restore before the epochs aside)
     spent = m["time_seconds"]
-    assert {"setup", "train (prepare)", "train (steps)", "calibrate"} <= set(spent)
+    assert {"setup", "chunk (prepare)", "chunk (steps)", "calibrate"} <= set(spent)
     assert sum(spent.values()) == pytest.approx(m["wall_seconds"], rel=0.05, abs=0.3)
     with pytest.raises(ValueError, match="width"):  # the run is not the plain preset
         benchmark.import_run(workdir, "cpu", ["epochs=2"])

@@ -136,6 +136,19 @@ def test_official_presets_follow_the_script():
         DAC(DACConfig(loss="official"), info, 10, make_strategy("one_device"), (28, 28, 1))
 
 
+def test_cpu_preset_trains_per_chunk_for_its_image_budget_within_the_papers_schedule():
+    from tfcluster.configs.dac import cpu_preset
+
+    def resolved(n):
+        return cpu_preset(DatasetInfo("t", 10, (28, 28, 1), num_samples=n))
+
+    cfg = resolved(5000)
+    assert (cfg.select_on, cfg.chunk_size, cfg.chunk_repeats, cfg.epochs, cfg.eval_every) == ("chunk", 1000, 1, 36, 6)
+    assert cfg.schedule.last_epoch() == 46  # the paper's schedule, not squeezed
+    assert resolved(70000).epochs == 3 and resolved(70000).eval_every == 1
+    assert resolved(300).epochs == 46  # the budget would be 600 epochs: the schedule closes first
+
+
 @pytest.mark.parametrize("shape,variant,out_hw", [((28, 28, 1), "mnist", 7), ((32, 32, 3), "cifar", 8),
                                                   ((96, 96, 3), "stl", 6)])
 def test_allconvnet_table1_shapes(shape, variant, out_hw):
