@@ -59,7 +59,7 @@ def test_print_config_shows_the_resolved_config_without_training(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("method dac, preset cpu, dataset digits (1797 samples of shape (8, 8, 1))")
     # The preset's values for this dataset, the override, nested fields as --set spells them.
-    for line in ("select_on = 'epoch'", "width = 0.25", "epochs = 45", "augment.rotation = 10.0",
+    for line in ("select_on = 'chunk'", "width = 0.25", "epochs = 46", "augment.rotation = 10.0",
                  "schedule.lambda_step = 0.0099"):
         assert any(l.startswith(line) for l in lines), (line, proc.stdout)
     assert not workdir.exists()

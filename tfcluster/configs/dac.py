@@ -127,7 +127,8 @@ def cpu_preset(info) -> DACConfig:
     Command: tfcluster train --method=dac --preset=cpu --dataset=mnist5k
     Measured (docs/RESULTS.md; AMD EPYC, bfloat16, two runs sharing the 2 cores): MNIST-5k seeds
     0 / 1 / 2 ACC 0.878 / 0.718 / 0.679 in 493-623 s (k-means 0.519; the previous per-epoch
-    preset 0.586 / 0.535 / 0.572 in 16 epochs).
+    preset 0.586 / 0.535 / 0.572 in 16 epochs); Fashion-MNIST 0.547 / 0.541 / 0.567 in 625-660 s
+    (k-means 0.476; previously 0.396).
 
     Changes from `paper` and why (docs/RESULTS.md):
       - select_on="chunk": before the steps over each chunk of 1,000 images, the pair targets

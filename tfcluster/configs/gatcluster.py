@@ -144,9 +144,10 @@ def cpu_preset(info) -> GATClusterConfig:
     one epoch of 4 passes), within the 15-minute (MNIST-5k) and 30-minute (Fashion-MNIST) budgets on 2 cores.
 
     Command: tfcluster train --method=gatcluster --preset=cpu --dataset=mnist5k
-    Measured (docs/RESULTS.md, AMD EPYC, bfloat16, runs sharing the cores): MNIST-5k seeds 0 / 1
-    ACC 0.824 / 0.788 (822-1,224 s); Fashion-MNIST seed 0 0.537 (700 s). With the earlier budget
-    of 160,000 images MNIST-5k gave 0.625 / 0.629 / 0.707, still rising when it ran out.
+    Measured (docs/RESULTS.md, AMD EPYC, bfloat16, runs sharing the cores): MNIST-5k seeds 0 / 1 / 2
+    ACC 0.824 / 0.788 / 0.772 (761-1,224 s); Fashion-MNIST 0.537 / 0.578 / 0.592 (660-721 s). With
+    the earlier budget of 160,000 images MNIST-5k gave 0.625 / 0.629 / 0.707, still rising when it
+    ran out; Fashion-MNIST 0.497 / 0.608 / 0.585.
     Changes from `paper` and why (docs/RESULTS.md):
       - width 0.5: 4x less compute per image;
       - target_bn="recalibrate" (one training-mode pass): with the moving statistics of
