@@ -145,7 +145,7 @@ def cpu_preset(info) -> GATClusterConfig:
 
     Command: tfcluster train --method=gatcluster --preset=cpu --dataset=mnist5k
     Measured (docs/RESULTS.md, AMD EPYC, bfloat16, runs sharing the cores): MNIST-5k seeds 0 / 1 / 2
-    ACC 0.824 / 0.788 / 0.772 (761-1,224 s); Fashion-MNIST 0.537 / 0.578 / 0.592 (660-721 s). With
+    ACC 0.824 / 0.788 / 0.772 (761-1,224 s; seed 0 alone 549 s); Fashion-MNIST 0.537 / 0.578 / 0.592 (660-721 s). With
     the earlier budget of 160,000 images MNIST-5k gave 0.625 / 0.629 / 0.707, still rising when it
     ran out; Fashion-MNIST 0.497 / 0.608 / 0.585.
     Changes from `paper` and why (docs/RESULTS.md):
