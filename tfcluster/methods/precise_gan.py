@@ -50,7 +50,7 @@ class PreciseGAN(Method):
     config_class = PreciseGANConfig
     presets = PRESETS
     # Stays float32 under auto: cpu preset, MNIST-5k, 3 seeds (AMD EPYC): bfloat16 median ACC 0.457, float32
-    # 0.477 (another session), at the 0.02 threshold; docs/RESULTS.md
+    # 0.477 (benchmark rows), at the 0.02 threshold; docs/RESULTS.md
     auto_bfloat16 = False
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
