@@ -91,11 +91,12 @@ class DBC(Method):
         """Stage I: [auto-encoder steps, previews (+ k-means after the last)]; stage II: [targets and KL steps,
         convergence check]. Cluster metrics exist from the end of stage I on."""
         n, batch, stage1 = self.info.num_samples, self.config.batch_size, self.config.stage1_epochs()
+        views = self._num_views()
         if epoch < stage1:
-            return one_pass(self._autoencoder_step, n, batch, name="autoencoder",
+            return one_pass(self._autoencoder_step, n, batch, num_views=views, name="autoencoder",
                             end=lambda: self.end_autoencoder_epoch(epoch, predict_all), end_name="previews",
                             evaluate=epoch + 1 == stage1)
-        return one_pass(self._cluster_step, n, batch, name="cluster",
+        return one_pass(self._cluster_step, n, batch, num_views=views, name="cluster",
                         begin=lambda: self.begin_cluster_epoch(epoch, predict_all),
                         end=lambda: self.end_cluster_epoch(epoch, predict_all), end_name="convergence")
 
@@ -136,12 +137,20 @@ class DBC(Method):
         return logs
 
     # -- graph steps ------------------------------------------------------------------
+    def _num_views(self) -> int:
+        """1 when the config augments (the steps train on one augmented view), else 0 (the clean images)."""
+        return 0 if self.config.augment.is_identity else 1
+
+    def _training_images(self, batch):
+        """The step's inputs [B, H, W, C]: the augmented view when augmenting, else the clean images."""
+        return batch["views"][:, 0] if self._num_views() else batch["image"]
+
     def _global_batch(self, local):
         ctx = tf.distribute.get_replica_context()
         return tf.cast(tf.shape(local)[0] * ctx.num_replicas_in_sync, tf.float32)
 
     def _autoencoder_step(self, batch):
-        x = batch["image"]
+        x = self._training_images(batch)  # reconstructs its own input (the view when augmenting)
         with tf.GradientTape() as tape:
             recon, _ = self.autoencoder(x, training=True)
             per_sample = tf.reduce_sum(tf.square(recon - x), axis=[1, 2, 3])
@@ -150,7 +159,7 @@ class DBC(Method):
         return {"loss": loss, "dbc/reconstruction": loss}
 
     def _cluster_step(self, batch):
-        x = batch["image"]
+        x = self._training_images(batch)  # targets r come from the clean images' scores
         r = tf.gather(self.targets, batch["index"])
         variables = self._cluster_variables()
         with tf.GradientTape() as tape:
