@@ -5,7 +5,9 @@ r"""Training throughput per method and precision: the bare step, the loop, the w
 For each method (its `cpu` preset on --dataset, seed 0) and precision:
   bare   images/s of the traced global step on one resident batch (the first
          stage of epoch 0 after its begin), `--steps` calls after 3 warm-up calls,
-         each call's outputs read back as the loop reads them;
+         each call's outputs read back as the loop reads them; timed before and
+         again after the short run (this kind of machine drifts: the mean of the
+         two is the reference, and both are kept);
   loop   images/s in the stages' steps of a short run (overrides below), input
          pipelines and the loop's host work included: the median over the
          run's epochs after the first (which also traces the steps and builds
@@ -120,17 +122,21 @@ def main(argv):
     rows = []
     for name in FLAGS.methods:
         for p in FLAGS.precisions:
-            row = {"method": name, "precision": p, "bare": bare_step(name, p, FLAGS.dataset, FLAGS.steps)}
+            before = bare_step(name, p, FLAGS.dataset, FLAGS.steps)
+            row = {"method": name, "precision": p, "bare_before": before}
             row.update(short_run(name, p, FLAGS.dataset, workroot))
+            row["bare_after"] = bare_step(name, p, FLAGS.dataset, FLAGS.steps)
+            row["bare"] = (row["bare_before"] + row["bare_after"]) / 2
             row["loop_over_bare"] = row["loop"] / row["bare"]
             rows.append(row)
             print(json.dumps(row), flush=True)
     print(f"\n{cpu}; dataset {FLAGS.dataset}, `cpu` presets with {({k: v[0] for k, v in SHORT.items()})}\n")
-    print("| method | precision | bare step img/s | loop img/s | loop / bare | whole run img/s | "
-          "train s / wall s | cores used |")
+    print("| method | precision | bare step img/s (before / after the run) | loop img/s | loop / bare | "
+          "whole run img/s | train s / wall s | cores used |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['precision']} | {r['bare']:.0f} | {r['loop']:.0f} | {r['loop_over_bare']:.2f} | "
+        print(f"| {r['method']} | {r['precision']} | {r['bare_before']:.0f} / {r['bare_after']:.0f} | {r['loop']:.0f} | "
+              f"{r['loop_over_bare']:.2f} | "
               f"{r['run']:.0f} | {r['train_seconds']:.0f} / {r['wall_seconds']:.0f} | {r['cores_used']:.2f} |")
     if FLAGS.json:
         with open(FLAGS.json, "w", encoding="utf-8") as f:
