@@ -12,6 +12,11 @@ Stage II (phase "cluster", at most `epochs` epochs): each epoch recomputes the
   (eq. 2), then minimises KL(R || S) (eq. 3) over mini-batches, updating the
   encoder and the centres (SGD with momentum); training stops when the
   fraction of hard assignments that changed during an epoch is below `tol`.
+With a non-identity `augment` (the `cpu` preset; not the paper's), both
+stages' steps take one augmented view of each image, as DEC-DA (Guo et al.,
+ACML 2018) does: stage I reconstructs the view, stage II fits the view's soft
+scores to the targets r of the clean image; k-means, the scores behind r, the
+stop rule and inference see clean images only.
 Outputs: `probabilities` = s, `cluster` = argmax s, `embedding` = features z.
 """
 
