@@ -179,36 +179,48 @@ def test_two_replica_step_equals_one_device_step(phase):
     assert sum(not np.allclose(a, b) for a, b in zip(w1, _fresh_weights())) > 0  # the step changed weights
 
 
-@pytest.mark.parametrize("augmenting", [False, True])
-def test_steps_train_on_the_augmented_view_when_the_config_augments(augmenting):
-    """Stage I reconstructs, and stage II assigns, the view when `augment` is set, else the clean image."""
+@pytest.mark.parametrize("augmenting,augment_autoencoder", [(False, True), (True, True), (True, False)])
+def test_steps_train_on_the_augmented_view_when_the_config_augments(augmenting, augment_autoencoder):
+    """Stage I reconstructs, and stage II assigns, the view when `augment` is set (stage I only with
+    `augment_autoencoder`), else the clean image."""
     from tfcluster.configs.base import AugmentConfig
 
     tf.keras.utils.set_random_seed(0)
     info = DatasetInfo("t", 3, (16, 16, 1))
     augment = AugmentConfig(rotation=10.0) if augmenting else AugmentConfig()
     method = DBC(DBCConfig(width=0.25, bn_momentum=0.9, batch_size=4, ae_epochs=1, kmeans_n_init=2,
-                           augment=augment), info, 3, make_strategy("one_device"), (16, 16, 1))
+                           augment=augment, augment_autoencoder=augment_autoencoder),
+                 info, 3, make_strategy("one_device"), (16, 16, 1))
     method.build()
     rng = np.random.RandomState(0)
     image = rng.rand(4, 16, 16, 1).astype(np.float32)
     view = rng.rand(4, 16, 16, 1).astype(np.float32)
-    batch = {"image": image, "views": view[:, None] if augmenting else np.zeros((4, 0, 16, 16, 1), np.float32),
-             "index": np.arange(4, dtype=np.int64)}
-    x = view if augmenting else image
-    stages = method.epoch_plan(0, None).stages
-    assert stages[0].num_views == int(augmenting)
+
+    def batch(views):
+        return {"image": image, "views": view[:, None] if views else np.zeros((4, 0, 16, 16, 1), np.float32),
+                "index": np.arange(4, dtype=np.int64)}
+
+    ae_views = augmenting and augment_autoencoder
+    stage = method.epoch_plan(0, None).stages[0]
+    assert stage.name == "autoencoder" and stage.num_views == int(ae_views)
+    x = view if ae_views else image
     recon, _ = method.autoencoder(x, training=True)
     expected = np.sum((recon.numpy() - x) ** 2) / 4
-    logs = global_step(make_strategy("one_device"), method, batch, step=stages[0].step)
+    logs = global_step(make_strategy("one_device"), method, batch(ae_views), step=stage.step)
     assert logs["loss"] == pytest.approx(expected, rel=1e-4)
 
-    method.init_centres(lambda fn=None, **_: (fn or tf.function(method.predict))(tf.constant(image)).numpy(), 0)
+    def predict_all(fn=None, **_):
+        return (fn or tf.function(method.predict))(tf.constant(image)).numpy()
+
+    method.init_centres(predict_all, 0)
+    stage = method.epoch_plan(1, predict_all).stages[0]
+    assert stage.name == "cluster" and stage.num_views == int(augmenting)
     r = rng.dirichlet(np.ones(3), 4).astype(np.float32)
     method.keep_targets("targets", r)
+    x = view if augmenting else image
     s = dbc_loss.soft_assign(method.encoder(x, training=False), method.centres, 1.0).numpy()
     expected = np.sum(r * np.log(r / s)) / 4
-    logs = global_step(make_strategy("one_device"), method, batch, step=method._cluster_step)
+    logs = global_step(make_strategy("one_device"), method, batch(augmenting), step=method._cluster_step)
     assert logs["loss"] == pytest.approx(expected, rel=1e-4)
 
 

@@ -34,6 +34,8 @@ class DBCConfig(BaseConfig):
         changed during an epoch (0 disables the rule).
       bn_momentum: BatchNorm momentum.
       width: FCAE filter-count multiplier (1.0 = the paper's Table 2).
+      augment_autoencoder: with a non-identity `augment`, stage I trains on
+        augmented views too (DEC-DA); False: only stage II does.
       stage2_bn_training: run the encoder's BatchNorm in training mode in stage
         II; False (default) keeps the running statistics of stage I, so the
         features stay those the k-means centres were fitted on.
@@ -54,6 +56,7 @@ class DBCConfig(BaseConfig):
     tol: float = 0.001
     bn_momentum: float = 0.99
     width: float = 1.0
+    augment_autoencoder: bool = True
     stage2_bn_training: bool = False
     kmeans_n_init: int = 20
     preview_images: int = 8

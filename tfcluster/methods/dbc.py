@@ -14,7 +14,8 @@ Stage II (phase "cluster", at most `epochs` epochs): each epoch recomputes the
   fraction of hard assignments that changed during an epoch is below `tol`.
 With a non-identity `augment` (the `cpu` preset; not the paper's), both
 stages' steps take one augmented view of each image, as DEC-DA (Guo et al.,
-ACML 2018) does: stage I reconstructs the view, stage II fits the view's soft
+ACML 2018) does (stage II only with `augment_autoencoder=False`): stage I
+reconstructs the view, stage II fits the view's soft
 scores to the targets r of the clean image; k-means, the scores behind r, the
 stop rule and inference see clean images only.
 Outputs: `probabilities` = s, `cluster` = argmax s, `embedding` = features z.
@@ -96,12 +97,12 @@ class DBC(Method):
         """Stage I: [auto-encoder steps, previews (+ k-means after the last)]; stage II: [targets and KL steps,
         convergence check]. Cluster metrics exist from the end of stage I on."""
         n, batch, stage1 = self.info.num_samples, self.config.batch_size, self.config.stage1_epochs()
-        views = self._num_views()
         if epoch < stage1:
+            views = self._num_views(autoencoder=True)
             return one_pass(self._autoencoder_step, n, batch, num_views=views, name="autoencoder",
                             end=lambda: self.end_autoencoder_epoch(epoch, predict_all), end_name="previews",
                             evaluate=epoch + 1 == stage1)
-        return one_pass(self._cluster_step, n, batch, num_views=views, name="cluster",
+        return one_pass(self._cluster_step, n, batch, num_views=self._num_views(), name="cluster",
                         begin=lambda: self.begin_cluster_epoch(epoch, predict_all),
                         end=lambda: self.end_cluster_epoch(epoch, predict_all), end_name="convergence")
 
@@ -142,20 +143,22 @@ class DBC(Method):
         return logs
 
     # -- graph steps ------------------------------------------------------------------
-    def _num_views(self) -> int:
-        """1 when the config augments (the steps train on one augmented view), else 0 (the clean images)."""
-        return 0 if self.config.augment.is_identity else 1
+    def _num_views(self, autoencoder: bool = False) -> int:
+        """1 when the stage augments (its steps train on one augmented view), else 0 (the clean images)."""
+        if self.config.augment.is_identity or (autoencoder and not self.config.augment_autoencoder):
+            return 0
+        return 1
 
-    def _training_images(self, batch):
-        """The step's inputs [B, H, W, C]: the augmented view when augmenting, else the clean images."""
-        return batch["views"][:, 0] if self._num_views() else batch["image"]
+    def _training_images(self, batch, autoencoder: bool = False):
+        """The step's inputs [B, H, W, C]: the augmented view when the stage augments, else the clean images."""
+        return batch["views"][:, 0] if self._num_views(autoencoder) else batch["image"]
 
     def _global_batch(self, local):
         ctx = tf.distribute.get_replica_context()
         return tf.cast(tf.shape(local)[0] * ctx.num_replicas_in_sync, tf.float32)
 
     def _autoencoder_step(self, batch):
-        x = self._training_images(batch)  # reconstructs its own input (the view when augmenting)
+        x = self._training_images(batch, autoencoder=True)  # reconstructs its own input (the view when augmenting)
         with tf.GradientTape() as tape:
             recon, _ = self.autoencoder(x, training=True)
             per_sample = tf.reduce_sum(tf.square(recon - x), axis=[1, 2, 3])
