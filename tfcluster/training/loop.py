@@ -138,16 +138,18 @@ class Trainer:
         self.log = log
         self.strategy = method.strategy
         cfg = method.config
-        with self.strategy.scope():
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-            # Where in epoch `epoch` an interrupted run stopped: stage index (-1: at the epoch's start)
-            # and the steps of that stage already trained.
-            self.stage_index = tf.Variable(-1, dtype=tf.int64, trainable=False, name="stage_index")
-            self.stage_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage_step")
-            # Training samples the steps have taken so far (a GAN step counts its generator batch); the
-            # x axis of learning curves (eval/train_images). Checkpoints from before it resume it at 0.
-            self.images_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="images_seen")
+        # The loop's counters are host-side state, read and written eagerly around every step: plain
+        # variables outside the strategy's scope (a mirrored one costs ten times as much per eager
+        # assign or read, 0.3 ms against 0.03; measured). They restore from checkpoints either way.
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        # Where in epoch `epoch` an interrupted run stopped: stage index (-1: at the epoch's start)
+        # and the steps of that stage already trained.
+        self.stage_index = tf.Variable(-1, dtype=tf.int64, trainable=False, name="stage_index")
+        self.stage_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage_step")
+        # Training samples the steps have taken so far (a GAN step counts its generator batch); the
+        # x axis of learning curves (eval/train_images). Checkpoints from before it resume it at 0.
+        self.images_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="images_seen")
         self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, step=self.step, stage_index=self.stage_index,
                                               stage_step=self.stage_step, images_seen=self.images_seen,
                                               **method.checkpoint_objects())
