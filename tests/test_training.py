@@ -203,25 +203,3 @@ def test_distribute_batches_splits_rows_as_experimental_distribute_dataset():
     odd = tf.data.Dataset.from_tensors({"image": np.zeros([5, 2], np.float32)})
     with pytest.raises(InputError, match="5 rows cannot be split evenly over 2 replicas"):
         list(distribute_batches(strategy, odd))
-
-
-def test_read_in_blocks_reads_a_block_ahead_and_keeps_items_and_order():
-    """Each block of about `block_bytes` is read from the pipeline before its first item is used."""
-    from tfcluster.training.loop import read_in_blocks
-
-    pulled = []
-
-    def batches():
-        for i in range(7):
-            pulled.append(i)
-            yield {"image": tf.fill([4, 2], float(i)), "index": tf.constant([i] * 4, tf.int64)}
-
-    per_item = 4 * 2 * 4 + 4 * 8  # float32 image + int64 index bytes
-    seen = []
-    for item in read_in_blocks(batches(), block_bytes=3 * per_item):
-        i = int(item["index"][0])
-        seen.append(i)
-        assert len(pulled) == min(7, 3 * (i // 3 + 1))  # the whole block of item i was read before it
-    assert seen == list(range(7))
-    assert [int(b["index"][0]) for b in read_in_blocks(batches(), block_bytes=1)] == list(range(7))
-    assert list(read_in_blocks(iter(()))) == []

@@ -44,8 +44,8 @@ from tfcluster.training import summaries
 from tfcluster.training.progress import RunProgress
 
 
-def distribute_batches(strategy: tf.distribute.Strategy, dataset):
-    """Yields the global batches of `dataset` (a tf.data.Dataset or any iterable of them) as the inputs of `strategy.run`.
+def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
+    """Yields the global batches of `dataset` as the inputs of `strategy.run`.
 
     Replica r of R takes rows [r B/R, (r+1) B/R) of every tensor of a global
     batch of B rows (B must be divisible by R), as
@@ -77,34 +77,6 @@ def distribute_batches(strategy: tf.distribute.Strategy, dataset):
                 return tf.nest.map_structure(lambda t: tf.identity(t[r * per:(r + 1) * per]), batch)
 
         yield strategy.experimental_distribute_values_from_function(value_fn)
-
-
-# Bytes of global batches read from a stage's pipeline at a time (see read_in_blocks).
-BLOCK_BYTES = 256 * 2**20
-
-
-def read_in_blocks(batches, block_bytes: int = BLOCK_BYTES):
-    """Yields the items of `batches` (dicts of tensors), read from it in blocks of about `block_bytes`.
-
-    A block is read (the pipeline's parallel map using every core) before its
-    items are yielded, so the training steps that consume them run without the
-    pipeline's threads preempting theirs: a CPU step's parallel kernels wait at
-    barriers for their slowest thread, and DAC's per-chunk steps ran 1.6x slower
-    in some chunks with the pipeline streaming beside them (docs/RESULTS.md). A
-    stage smaller than a block (a chunk, a large batch) is read whole and its
-    iterator finished before its first step. Items and their order are unchanged.
-    """
-    it = iter(batches)
-    while True:
-        block, size = [], 0
-        for item in it:
-            block.append(item)
-            size += sum(int(np.prod(t.shape)) * t.dtype.size for t in tf.nest.flatten(item))
-            if size >= block_bytes:
-                break
-        if not block:
-            return
-        yield from block
 
 
 @dataclasses.dataclass
@@ -407,8 +379,7 @@ class Trainer:
                 done += skip
                 in_stage = skip
                 progress.phase(stage.name, steps=True)
-                batches = read_in_blocks(dataset.skip(skip) if skip else dataset)
-                for batch in distribute_batches(self.strategy, batches):
+                for batch in distribute_batches(self.strategy, dataset.skip(skip) if skip else dataset):
                     out = self._train_step(step_fn, batch, epoch)
                     done += 1
                     in_stage += 1
