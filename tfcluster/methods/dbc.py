@@ -15,9 +15,9 @@ Stage II (phase "cluster", at most `epochs` epochs): each epoch recomputes the
 With a non-identity `augment` (the `cpu` preset; not the paper's), both
 stages' steps take one augmented view of each image, as DEC-DA (Guo et al.,
 ACML 2018) does (stage II only with `augment_autoencoder=False`): stage I
-reconstructs the view, stage II fits the view's soft
-scores to the targets r of the clean image; k-means, the scores behind r, the
-stop rule and inference see clean images only.
+reconstructs the view, stage II fits the view's soft scores to the targets r
+of the clean image; k-means, the scores behind r, the stop rule and inference
+see clean images only.
 Outputs: `probabilities` = s, `cluster` = argmax s, `embedding` = features z.
 """
 
