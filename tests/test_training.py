@@ -92,6 +92,33 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         run.train(_options(tmp_path, epochs=2), log=lambda m: None)
 
 
+def test_a_checkpoint_with_mirrored_loop_counters_resumes(tmp_path):
+    """Checkpoints written while the loop's counters were mirrored variables (created in the
+    strategy's scope) resume into today's plain ones, values and all."""
+    options = _options(tmp_path / "run", epochs=1)
+    run.train(options, log=lambda m: None)
+    trainer, weights = _weights(tmp_path / "run", options)
+    counters = ("epoch", "step", "stage_index", "stage_step", "images_seen")
+    values = {name: int(getattr(trainer, name).numpy()) for name in counters}
+    assert values["step"] == 1797 // 64 and values["images_seen"] == 64 * values["step"]
+    strategy = trainer.method.strategy
+    assert strategy.num_replicas_in_sync == 2  # the counters below really are mirrored
+    with strategy.scope():
+        mirrored = {name: tf.Variable(value, dtype=tf.int64, trainable=False) for name, value in values.items()}
+    assert all(isinstance(v, tf.distribute.DistributedValues) for v in mirrored.values())
+    old = tmp_path / "old"
+    tf.train.CheckpointManager(tf.train.Checkpoint(**mirrored, **trainer.method.checkpoint_objects()),
+                               str(old), max_to_keep=1).save(checkpoint_number=values["step"])
+
+    method, source, _, _ = run.build(options)
+    resumed = Trainer(method, source, str(tmp_path / "new"), progress=False, log=lambda m: None,
+                      restore_dir=str(old))
+    assert resumed.restore() is not None
+    assert {name: int(getattr(resumed, name).numpy()) for name in counters} == values
+    for a, b in zip(weights, [w.numpy() for w in method.model.weights]):
+        np.testing.assert_array_equal(a, b)
+
+
 class _PoisonedDAC(DAC):
     """DAC whose loss turns NaN from the second epoch on."""
 
