@@ -116,8 +116,10 @@ def test_official_mnist_network_is_the_scripts():
     out = model(np.random.rand(3, 28, 28, 1).astype(np.float32), training=False).numpy()
     assert np.all(out >= 0)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
-    with pytest.raises(ValueError, match="side >= 20"):
-        build_official_mnist_net((16, 16, 1), 10)
+    for side in (16, 21):  # 21 -> 15 -> 7 -> 1: nothing left to pool
+        with pytest.raises(ValueError, match="side >= 22"):
+            build_official_mnist_net((side, side, 1), 10)
+    assert build_official_mnist_net((22, 30, 1), 10).get_layer("block2_pool").output.shape[1:3] == (1, 3)
 
 
 def test_official_presets_follow_the_script():
@@ -147,6 +149,10 @@ def test_cpu_preset_trains_per_chunk_for_its_image_budget_within_the_papers_sche
     assert cfg.schedule.last_epoch() == 46  # the paper's schedule, not squeezed
     assert resolved(70000).epochs == 3 and resolved(70000).eval_every == 1
     assert resolved(300).epochs == 46  # the budget would be 600 epochs: the schedule closes first
+    assert cfg.network == "official"  # the official code's network where it fits, Table 1 below side 22
+    assert cpu_preset(DatasetInfo("t", 10, (22, 24, 1), num_samples=100)).network == "official"
+    assert cpu_preset(DatasetInfo("t", 10, (8, 8, 1), num_samples=100)).network == "table1"
+    assert cpu_preset(DatasetInfo("t", 10, (21, 32, 3), num_samples=100)).network == "table1"
 
 
 @pytest.mark.parametrize("shape,variant,out_hw", [((28, 28, 1), "mnist", 7), ((32, 32, 3), "cifar", 8),

@@ -74,11 +74,11 @@ def build_official_mnist_net(input_shape, num_clusters: int, width: float = 1.0,
     no bias (BatchNorm's beta replaces it); global average pooling instead of a
     2x2 pool (the same on 28x28 inputs, whose map is 2x2 there); `width` scales
     64/128. Under mixed precision the head (the 1x1 convolution onwards) is a
-    float32 island, as in `build_allconvnet`. Needs inputs of side >= 20.
+    float32 island, as in `build_allconvnet`. Needs inputs of side >= 22.
     """
     h, w = input_shape[0], input_shape[1]
-    if min(h, w) < 20:
-        raise ValueError(f"the official DAC MNIST network needs inputs of side >= 20 (three valid 3x3 "
+    if min(h, w) < 22:
+        raise ValueError(f"the official DAC MNIST network needs inputs of side >= 22 (three valid 3x3 "
                          f"convolutions and two poolings, twice); got {h}x{w}")
     c1, c2 = scaled(64, width), scaled(128, width)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
