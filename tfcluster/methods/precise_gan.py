@@ -49,8 +49,9 @@ class PreciseGAN(Method):
     name = "precise_gan"
     config_class = PreciseGANConfig
     presets = PRESETS
-    # Stays float32 under auto: cpu preset, MNIST-5k, 3 seeds (AMD EPYC): bfloat16 median ACC 0.457, float32
-    # 0.477 (benchmark rows), at the 0.02 threshold; docs/RESULTS.md
+    # Stays float32 under auto: the previous cpu preset (compressed eta stairs), MNIST-5k, 3 seeds (AMD EPYC):
+    # bfloat16 median ACC 0.457, float32 0.477, at the 0.02 threshold, and a bare step only 1.09x faster;
+    # docs/RESULTS.md
     auto_bfloat16 = False
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
