@@ -255,8 +255,7 @@ def test_presets_follow_algorithm1():
     cpu = cpu_preset(info)
     # Images keep the paper's tau, so eta stays at eta0 over the whole shorter run, and lambda = 100.
     assert cpu.eta_tau == 30_000 > cpu.generator_iterations and cpu.gp_weight == 100.0
-    from tfcluster.losses.precise_gan import eta_at
-    assert float(eta_at(cpu.generator_iterations - 1, cpu.eta0, cpu.eta_gamma, cpu.eta_tau)) == 10.0
+    assert gan_loss.eta_at(cpu.generator_iterations - 1, cpu.eta0, cpu.eta_gamma, cpu.eta_tau) == 10.0
     # Images take a 10x larger Adam step (the generator learns digits in its 4,500 iterations); betas kept.
     assert (cpu.learning_rate, cpu.beta_1, cpu.beta_2) == (1e-3, 0.5, 0.9)
     vectors = cpu_preset(sources.load("gaussians8?n=200").info)
