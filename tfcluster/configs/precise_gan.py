@@ -112,8 +112,8 @@ ETA_STAIRS = 30
 def cpu_preset(info) -> PreciseGANConfig:
     """CPU preset: MNIST-5k ACC 0.531 / 0.659 / 0.475 (seeds 0 / 1 / 2; k-means 0.519), Fashion-MNIST
     0.507 / 0.442 / 0.371 (k-means 0.476), 17-18.5 min each with two runs sharing 2 cores (AMD EPYC,
-    float32; MNIST-5k seed 0 alone: 570 s, the same result; docs/RESULTS.md); 8 Gaussians: about
-    2 min, ACC 1.0 in 4 of 5 seeds.
+    float32; MNIST-5k seed 0 alone: 570 s, the same result; docs/RESULTS.md); Artifact-MNIST still at
+    chance (0.340 / 0.395, seeds 0 / 1); 8 Gaussians: about 2 min, ACC 1.0 in 4 of 5 seeds.
 
     Command: tfcluster train --method=precise_gan --preset=cpu --dataset=mnist5k
     Changes from `paper` and why (docs/RESULTS.md):
