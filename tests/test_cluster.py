@@ -53,6 +53,9 @@ def test_cluster_a_folder_in_one_command(folder, tmp_path):
     assert (summary["images"], summary["unreadable"], summary["num_clusters"]) == (90, 3, 3)
     sizes = " ".join(map(str, sorted(summary["cluster_sizes"], reverse=True)))
     assert "90 images in 3 clusters by kmeans" in proc.stdout and f"largest first: {sizes}\n" in proc.stdout
+    # sub-folders are where images are found, not classes: nothing is scored against them unless asked
+    assert "ACC" not in proc.stdout + proc.stderr and "scores_against_subfolders" not in summary
+    assert json.load(open(out / "run" / "metrics.json", encoding="utf-8"))["acc"] is None
     assert f"assignments  {out / 'assignments.csv'}" in proc.stdout
     rows = list(csv.DictReader(open(out / "assignments.csv", encoding="utf-8")))
     expected = sorted(os.path.relpath(p, folder) for p in map(str, folder.rglob("img*.png"))) + \
@@ -88,6 +91,18 @@ def test_cluster_a_folder_in_one_command(folder, tmp_path):
                      "--progress=false")
     assert again.returncode == 0 and "resumed from" in again.stdout + again.stderr
     assert list(csv.DictReader(open(out / "assignments.csv", encoding="utf-8"))) == rows
+
+
+def test_cluster_scores_against_subfolders_only_when_asked(folder, tmp_path):
+    out = tmp_path / "scored"
+    proc = _cluster(folder, "--num_clusters=3", f"--output={out}", "--method=kmeans", "--size=24",
+                    "--progress=false", "--labels_from_subfolders")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.load(open(out / "summary.json", encoding="utf-8"))
+    # the fixture's three kinds of image sit in its three top-level sub-folders, and k-means separates them
+    assert summary["scores_against_subfolders"] == {"acc": 1.0, "nmi": 1.0, "ari": 1.0}
+    assert "against the sub-folders' names: ACC 1.0000 NMI 1.0000 ARI 1.0000" in proc.stdout
+    assert json.load(open(out / "run" / "metrics.json", encoding="utf-8"))["acc"] == 1.0
 
 
 def test_cluster_refuses_an_output_inside_the_folder_and_bad_arguments(folder, tmp_path):

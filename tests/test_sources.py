@@ -162,6 +162,11 @@ def test_folder_with_classes_skips_corrupt_files(tmp_path):
     assert src.y.tolist() == [0, 0, 0, 1, 1, 1] and src.info.class_names == ("cats", "dogs")
     resized = sources.load(f"folder:{tmp_path}?size=8&channels=1")
     assert resized.x.shape == (6, 8, 8, 1)
+    unlabelled = sources.load(f"folder:{tmp_path}?labels=none")
+    assert not unlabelled.has_labels and unlabelled.info.class_names == () and unlabelled.x.shape == src.x.shape
+    for bad in (lambda spec: sources.check_spec(spec), sources.load):
+        with pytest.raises(InputError, match="labels must be subfolders or none"):
+            bad(f"folder:{tmp_path}?labels=yes")
 
 
 def test_flat_folder_is_unlabelled_and_empty_folder_is_an_error(tmp_path):

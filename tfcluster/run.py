@@ -218,7 +218,8 @@ CLUSTER_METHOD = "gatcluster"
 def cluster_folder(folder: str, output: str, num_clusters: int | str, method: str = CLUSTER_METHOD,
                    preset: str = "cpu", size: str = "", channels: int = 0, seed: int = 0, overrides: tuple = (),
                    copy_images: bool = False, precision: str = "auto", progress: bool = True,
-                   k_range: str = "2:15", k_features: str = "fcae", log=print) -> dict:
+                   k_range: str = "2:15", k_features: str = "fcae", labels_from_subfolders: bool = False,
+                   log=print) -> dict:
     """Clusters a folder of images in one step: trains, then writes export.report's outputs under `output`.
 
     Args:
@@ -229,6 +230,10 @@ def cluster_folder(folder: str, output: str, num_clusters: int | str, method: st
         auto-encoder in output/choose_k; "pixels"; or an export's directory).
       size: "H" or "HxW" every image is resized to ("" = the first image's size).
       channels: 1 or 3 (0 = from the first image's mode).
+      labels_from_subfolders: take the sub-folders' names as classes (when every image sits in
+        one) and score the clusters against them (ACC, NMI, ARI while training and in the
+        summary's `scores_against_subfolders`). Off by default: a person's folders (years,
+        cameras, trips) are rarely the classes, and the clustering never reads labels.
     Returns the summary (also output/summary.json): cluster sizes, counts, paths of the outputs.
     """
     from tfcluster.export import report
@@ -246,7 +251,8 @@ def cluster_folder(folder: str, output: str, num_clusters: int | str, method: st
         ks = choose_k_lib.parse_range(k_range)
     elif not str(num_clusters).strip().isdigit() or int(num_clusters) < 2:
         raise InputError(f"--num_clusters must be an integer of at least 2 or 'auto', got {num_clusters!r}")
-    query = "&".join(f"{k}={v}" for k, v in (("size", size), ("channels", channels)) if v)
+    query = "&".join(f"{k}={v}" for k, v in (("size", size), ("channels", channels),
+                                             ("labels", "" if labels_from_subfolders else "none")) if v)
     spec = f"folder:{folder_abs}" + (f"?{query}" if query else "")
     source = sources.load(spec)  # train() says how many files were skipped; unreadable.txt lists them
     chosen = None
@@ -286,6 +292,9 @@ def cluster_folder(folder: str, output: str, num_clusters: int | str, method: st
         "unreadable_list": os.path.join(output_abs, "unreadable.txt"), "export": metrics_out.get("export"),
         "wall_seconds": metrics_out["wall_seconds"], "summary": os.path.join(output_abs, "summary.json"),
     }
+    if labels_from_subfolders:
+        summary["scores_against_subfolders"] = (
+            {m: metrics_out[m] for m in ("acc", "nmi", "ari")} if metrics_out.get("acc") is not None else None)
     if chosen is not None:
         summary["choose_k"] = {"suggested_k": chosen["suggested_k"], "votes": chosen["votes"],
                                "k_range": chosen["k_range"], "plot": chosen["plot"]}

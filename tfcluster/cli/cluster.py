@@ -7,7 +7,9 @@ readable image, clusters/cluster_KK/ (links to the images, most confident
 first; --copy_images copies), overview.png (per cluster its size and most
 confident images), index.html, unreadable.txt, summary.json and run/ (the
 training run: checkpoints, TensorBoard, the SavedModel in run/export for
-`tfcluster predict`). Re-running the same command resumes. --num_clusters=auto
+`tfcluster predict`). Re-running the same command resumes. Sub-folders are
+just where images are found; --labels_from_subfolders takes their names as
+classes and scores the clusters against them. --num_clusters=auto
 first runs `tfcluster choose_k` on the folder (into choose_k/) and trains with
 the K it suggests: a heuristic (docs/RESULTS.md). The default method,
 GATCluster, scored best of the cpu presets on Fashion-MNIST (docs/RESULTS.md).
@@ -32,6 +34,8 @@ flags.DEFINE_bool("copy_images", False, "copy the images into the cluster folder
 flags.DEFINE_integer("seed", 0, "random seed")
 flags.DEFINE_multi_string("set", [], "config override field=value (repeatable)")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"], "network compute precision")
+flags.DEFINE_bool("labels_from_subfolders", False, "the sub-folders' names are the classes (every image in one): "
+                  "score the clusters against them (ACC, NMI, ARI) while training and in the summary")
 flags.DEFINE_bool("progress", True, "show a progress bar")
 
 
@@ -58,7 +62,8 @@ def main(argv):
                                  preset=FLAGS.preset, size=FLAGS.size, channels=FLAGS.channels, seed=FLAGS.seed,
                                  overrides=tuple(FLAGS.set), copy_images=FLAGS.copy_images,
                                  precision=FLAGS.precision, progress=FLAGS.progress,
-                                 k_range=FLAGS.k_range, k_features=FLAGS.k_features)
+                                 k_range=FLAGS.k_range, k_features=FLAGS.k_features,
+                                 labels_from_subfolders=FLAGS.labels_from_subfolders)
     print(summary_text(summary))
 
 
@@ -71,6 +76,11 @@ def summary_text(summary: dict) -> str:
              f"(preset {summary['preset']}), mean confidence {summary['mean_confidence']:.3f}; "
              f"{summary['unreadable']} unreadable files skipped; {clock(summary['wall_seconds'])} in training",
              f"cluster sizes, largest first: {' '.join(map(str, sizes))}"]
+    if "scores_against_subfolders" in summary:
+        scores = summary["scores_against_subfolders"]
+        lines.append("against the sub-folders' names: " + (" ".join(f"{k.upper()} {v:.4f}" for k, v in scores.items())
+                                                           if scores else "not scored (not every image is in a "
+                                                           "sub-folder, or only one sub-folder)"))
     if "choose_k" in summary:
         chosen = summary["choose_k"]
         votes = ", ".join(f"{n}: {k}" for n, k in chosen["votes"].items())

@@ -24,7 +24,9 @@ Registered names:
   npz:PATH       arrays x [N,H,W,C] (or [N,H,W]) uint8 and optional y [N]; optional
                  x_test / y_test are the test split
   folder:PATH    image files, optionally in one sub-folder per class; options
-                 size=H or HxW (default: the first image's size), channels=1|3
+                 size=H or HxW (default: the first image's size), channels=1|3,
+                 labels=subfolders (default: the sub-folders' names are the classes
+                 when every file sits in one) | none (unlabelled)
 """
 
 from __future__ import annotations
@@ -149,10 +151,12 @@ def check_spec(spec: str) -> None:
         raise InputError(f"split must be all, train or test, got {options['split']!r} in {spec!r}")
     if "size" in options:
         _parse_size(options["size"], spec)
+    if name == "folder" and options.get("labels", "subfolders") not in ("subfolders", "none"):
+        raise InputError(f"labels must be subfolders or none, got {options['labels']!r} in {spec!r}")
     if name == "npz":
         accepted = set()
     elif name == "folder":
-        accepted = {"channels"}
+        accepted = {"channels", "labels"}
     else:
         import inspect
 
@@ -574,10 +578,15 @@ def _parse_size(size: str | None, spec: str = ""):
     return parsed
 
 
-def _load_folder(path, size=None, channels=None):
+def _load_folder(path, size=None, channels=None, labels="subfolders"):
     from PIL import Image
 
-    files, labels, classes = list_image_files(path)
+    if labels not in ("subfolders", "none"):
+        raise InputError(f"folder:{path}: labels must be subfolders or none, got {labels!r}")
+    files, labels_, classes = list_image_files(path)
+    if labels == "none":
+        labels_, classes = [-1] * len(files), ()
+    labels = labels_
     if not files:
         raise InputError(f"image folder {path!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     target = _parse_size(size, f"folder:{path}")
