@@ -133,6 +133,8 @@ def parse_spec(spec: str) -> tuple[str, str | None, dict]:
 
 # Options every image source takes (folders apply size= while decoding).
 COMMON_OPTIONS = ("split", "size")
+# A folder's labels= option: sub-folders as classes, or none.
+FOLDER_LABELS = ("subfolders", "none")
 
 
 def check_spec(spec: str) -> None:
@@ -151,7 +153,7 @@ def check_spec(spec: str) -> None:
         raise InputError(f"split must be all, train or test, got {options['split']!r} in {spec!r}")
     if "size" in options:
         _parse_size(options["size"], spec)
-    if name == "folder" and options.get("labels", "subfolders") not in ("subfolders", "none"):
+    if name == "folder" and options.get("labels", "subfolders") not in FOLDER_LABELS:
         raise InputError(f"labels must be subfolders or none, got {options['labels']!r} in {spec!r}")
     if name == "npz":
         accepted = set()
@@ -581,18 +583,17 @@ def _parse_size(size: str | None, spec: str = ""):
 def _load_folder(path, size=None, channels=None, labels="subfolders"):
     from PIL import Image
 
-    if labels not in ("subfolders", "none"):
+    if labels not in FOLDER_LABELS:
         raise InputError(f"folder:{path}: labels must be subfolders or none, got {labels!r}")
-    files, labels_, classes = list_image_files(path)
+    files, file_labels, classes = list_image_files(path)
     if labels == "none":
-        labels_, classes = [-1] * len(files), ()
-    labels = labels_
+        file_labels, classes = [-1] * len(files), ()
     if not files:
         raise InputError(f"image folder {path!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     target = _parse_size(size, f"folder:{path}")
     channels = int(channels) if channels else None
     images, keep, kept_files, skipped = [], [], [], []
-    for f, lab in zip(files, labels):
+    for f, lab in zip(files, file_labels):
         try:
             with Image.open(f) as im:
                 im.load()
