@@ -115,7 +115,7 @@ ETA_STAIRS = 30
 def cpu_preset(info) -> PreciseGANConfig:
     """CPU preset: MNIST-5k ACC 0.531 / 0.659 / 0.475 (seeds 0 / 1 / 2; k-means 0.519), 17-18.5 min each
     with two runs sharing 2 cores (AMD EPYC, float32; seed 0 alone: 570 s, the same result); Fashion-MNIST
-    (9,000 iterations) 0.543 / 0.493 / 0.392 (k-means 0.476), 31-36 min each shared (docs/RESULTS.md);
+    (9,000 iterations) 0.543 / 0.493 / 0.392 (k-means 0.476), 31-36 min each shared, seed 0 alone 19 min;
     Artifact-MNIST still at chance (0.340 / 0.395, seeds 0 / 1); 8 Gaussians: about 2 min, ACC 1.0 in
     4 of 5 seeds.
 
