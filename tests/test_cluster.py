@@ -130,3 +130,22 @@ def test_cluster_with_num_clusters_auto_chooses_k_first(folder, tmp_path):
     assert bad.returncode != 0 and "K range" in bad.stderr
     bad = _cluster(folder, "--num_clusters=three", f"--output={tmp_path / 'b'}")
     assert bad.returncode != 0 and "'auto'" in bad.stderr
+
+
+def test_kmeans_clusters_a_folder_smaller_than_a_training_batch(folder, tmp_path):
+    """k-means fits the whole set at once: a folder of fewer images than a training batch is fine."""
+    from tfcluster import run
+
+    small = tmp_path / "few"
+    small.mkdir()
+    for path in sorted((folder / "photos").glob("img*.png"))[:12]:
+        shutil.copy(path, small / path.name)
+    summary = run.cluster_folder(str(small), str(tmp_path / "out"), 2, method="kmeans", size="24",
+                                 progress=False, log=lambda s: None)
+    assert summary["images"] == 12 and sum(summary["cluster_sizes"]) == 12
+    assert len(summary["cluster_sizes"]) == 2 and min(summary["cluster_sizes"]) > 0
+    from tfcluster.errors import InputError
+
+    with pytest.raises(InputError, match=r"batch_size=64 is larger than the data \(12 samples\)"):  # DAC's cpu
+        run.cluster_folder(str(small), str(tmp_path / "out_dac"), 2, method="dac", size="24", progress=False,
+                           log=lambda s: None)

@@ -100,7 +100,7 @@ def build(options: RunOptions, source: sources.Source | None = None):
     source = source or sources.load(options.dataset)
     k = resolve_num_clusters(options.num_clusters, source)
     cfg = configs.resolve(options.method, options.preset, source.info, options.overrides)
-    if cfg.batch_size > len(source):
+    if method_cls.trainable and cfg.batch_size > len(source):  # k-means fits the whole set at once
         raise InputError(f"batch_size={cfg.batch_size} is larger than the data ({len(source)} samples)")
     set_seeds(options.seed, options.deterministic)
     modality = source.info.modality
