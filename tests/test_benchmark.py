@@ -68,3 +68,20 @@ def test_a_finished_train_run_imports_as_a_row_of_the_preset_it_resolves_to(tmp_
     assert sum(spent.values()) == pytest.approx(m["wall_seconds"], rel=0.05, abs=0.3)
     with pytest.raises(ValueError, match="width"):  # the run is not the plain preset
         benchmark.import_run(workdir, "cpu", ["epochs=2"])
+
+    # one invocation drops a stale row and imports the run (--drop, then --import_runs)
+    import json
+    import subprocess
+
+    table_json, results = tmp_path / "rows.json", tmp_path / "RESULTS.md"
+    stale = dict(row, name="dac-digits-cpu-seed3", acc=0.0)
+    table_json.write_text(json.dumps([stale]))
+    results.write_text(f"# R\n{benchmark.BEGIN}\nold\n{benchmark.END}\n")
+    tool = os.path.join(os.path.dirname(__file__), "..", "tools", "benchmark.py")
+    proc = subprocess.run([sys.executable, tool, f"--json={table_json}", f"--results={results}", "--preset=cpu",
+                           "--drop=dac-digits-cpu-seed3", f"--import_runs={workdir}", "--set=epochs=2",
+                           "--set=width=0.125"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["name"] for r in json.loads(table_json.read_text())] == [row["name"]]
+    assert "old" not in results.read_text() and "epochs=2" in results.read_text()

@@ -40,11 +40,12 @@ flags.DEFINE_float("budget_minutes", 120.0, "stop starting new runs after this m
 flags.DEFINE_string("workroot", "runs/benchmark", "where the runs' work directories go")
 flags.DEFINE_string("results", "docs/RESULTS.md", "markdown file whose benchmark block is replaced")
 flags.DEFINE_string("json", "docs/benchmark.json", "raw results (appended/merged by run name)")
-flags.DEFINE_list("merge", [], "merge the rows of these --json files of other invocations into --json, then stop")
-flags.DEFINE_list("drop", [], "remove these rows (by name: measured with a preset that has changed since), "
-                  "rewrite the table, then stop")
+# --drop, --import_runs and --merge edit the rows without running anything (in that order when given together),
+# rewrite the table and stop.
+flags.DEFINE_list("merge", [], "merge the rows of these --json files of other invocations into --json")
+flags.DEFINE_list("drop", [], "remove these rows (by name: measured with a preset that has changed since)")
 flags.DEFINE_list("import_runs", [], "finished `tfcluster train` work directories to add as rows of --preset "
-                  "(their resolved config must be the preset's), then stop")
+                  "(their resolved config must be the preset's)")
 
 BEGIN, END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
 
@@ -203,19 +204,16 @@ def main(argv):
 
     start = time.time()
     rows = json.load(open(FLAGS.json)) if os.path.exists(FLAGS.json) else []
-    edited = None  # rows changed without running anything: --drop, --import_runs, --merge
-    if FLAGS.drop:
+    # rows changed without running anything, in this order when several are given: --drop, --import_runs, --merge
+    if FLAGS.drop or FLAGS.import_runs or FLAGS.merge:
         unknown = set(FLAGS.drop) - {r["name"] for r in rows}
         if unknown:
             raise SystemExit(f"no rows named {sorted(unknown)} in {FLAGS.json}")
         edited = [r for r in rows if r["name"] not in FLAGS.drop]
-    elif FLAGS.import_runs:
-        edited = merge_rows(rows, [import_run(w, FLAGS.preset, FLAGS.set) for w in FLAGS.import_runs])
-    elif FLAGS.merge:
-        edited = rows
+        if FLAGS.import_runs:
+            edited = merge_rows(edited, [import_run(w, FLAGS.preset, FLAGS.set) for w in FLAGS.import_runs])
         for path in FLAGS.merge:
             edited = merge_rows(edited, json.load(open(path)))
-    if edited is not None:
         write_json(FLAGS.json, edited)
         write_results(FLAGS.results, edited, "python " + " ".join(sys.argv),
                       verb="Rows measured by several invocations (each row's `command` is in the JSON), last merged by")
