@@ -179,7 +179,21 @@ def stage_dataset(source: Source, preprocessor: Preprocessor, augment: augment_l
     else:
         ds = _shuffled(source, preprocessor, augment, stage.batch_size, seed, epoch, num_views=stage.num_views,
                        keep=stage.indices, passes=stage.repeats, chunk=stage.chunk)
-    return ds.take(stage.steps)
+    return ds.take(stage.steps).with_options(training_options())
+
+
+def training_options() -> tf.data.Options:
+    """tf.data options of the training pipelines: the autotuner off.
+
+    The AUTOTUNE map parallelism and prefetch buffer then keep tf.data's fixed
+    defaults. With the autotuner on, a live training iterator slowed the steps
+    beside it on a 2-core CPU: DAC's float32 loop ran at 0.66-0.79 of its bare
+    step, and at 0.89 with the autotuner off (alternating runs of
+    tools/throughput.py; docs/RESULTS.md). Batches and their order are unchanged.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def eval_dataset(source: Source, preprocessor: Preprocessor, batch_size: int) -> tf.data.Dataset:
