@@ -173,7 +173,10 @@ def official_preset(info) -> DACConfig:
     mode=2), so its targets depend on the prediction batches; here the chunk's targets come from
     inference with BatchNorm calibrated on the chunk's clean images (one pass, exact). Its
     constant training-time input factor (`rescale=0.975`) is left out. Its chunks are the data in
-    order; here a new random split each epoch. Inputs are standardised as for every method.
+    order; here a new random split each epoch. Inputs are standardised as for every method. Its
+    augmentation resamples with nearest-neighbour interpolation (scipy order=0), here bilinear; each
+    of its passes over a chunk ends with a partial batch (104 of 1,000 images at 128), here full
+    batches that run on across the passes (39 a chunk).
     Command: tfcluster train --method=dac --preset=official --dataset=mnist5k
     """
     return DACConfig(network="official", loss="official", select_on="chunk", chunk_size=1000, chunk_repeats=5,
