@@ -127,7 +127,7 @@ def cpu_preset(info) -> DACConfig:
     Command: tfcluster train --method=dac --preset=cpu --dataset=mnist5k
     Measured (docs/RESULTS.md; AMD EPYC, two runs sharing the 2 cores): MNIST-5k seeds 0 / 1 / 2
     ACC 0.739 / 0.642 / 0.800 in float32 (what `auto` chooses for DAC), 783-891 s (seed 0 alone
-    467 s), and 0.878 / 0.718 / 0.679 in bfloat16, 493-623 s (seed 0 alone 311 s); k-means 0.519,
+    361 s, the same ACC), and 0.878 / 0.718 / 0.679 in bfloat16, 493-623 s (seed 0 alone 311 s); k-means 0.519,
     the previous per-epoch preset 0.586 / 0.535 / 0.572 in 16 epochs. Fashion-MNIST, bfloat16:
     0.547 / 0.541 / 0.567 in 625-660 s (k-means 0.476; previously 0.396).
 
