@@ -332,6 +332,18 @@ def test_no_am_ablation_leaves_the_attention_module_untrained():
 
 
 @pytest.mark.slow
+def test_cpu_preset_fills_the_wall_budgets():
+    """~400,000 step-2 images on MNIST-5k (15 minutes), ~800,000 on Fashion-MNIST-sized data (30 minutes)."""
+    from tfcluster.configs.gatcluster import cpu_preset
+
+    small = cpu_preset(DatasetInfo("t", 10, (28, 28, 1), num_samples=5_000))
+    big = cpu_preset(DatasetInfo("t", 10, (28, 28, 1), num_samples=70_000))
+    assert (small.epochs, small.repeats, small.large_batch) == (20, 4, 1000)
+    assert (big.epochs, big.repeats, big.large_batch) == (3, 4, 1000)
+    images = lambda cfg, n: cfg.epochs * cfg.repeats * (n // 1000) * (1000 // cfg.batch_size) * cfg.batch_size
+    assert images(small, 5_000) == 396_800 and images(big, 70_000) == 833_280
+
+
 def test_short_run_beats_kmeans_on_pixels(tmp_path):
     """1,000 MNIST digits painted in random class-independent colours (`colored_mnist`).
 

@@ -14,6 +14,11 @@ from tfcluster.errors import InputError
 # BatchNorm recalibration modes (nets.batchnorm), a config choice of several methods.
 CALIBRATION_MODES = ("layerwise", "one_pass")
 
+# The cpu presets' wall budgets on 2 cores: 15 minutes for a dataset of a few thousand images (MNIST-5k),
+# 30 minutes for one of LARGE_DATASET images or more (Fashion-MNIST); presets whose cost per training
+# image is the same on any dataset give the larger ones twice the images.
+LARGE_DATASET = 20_000
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tfcluster.configs.base import AugmentConfig, BaseConfig
+from tfcluster.configs.base import LARGE_DATASET, AugmentConfig, BaseConfig
 from tfcluster.errors import InputError
 
 
@@ -101,11 +101,10 @@ def paper_preset(info) -> PreciseGANConfig:
 
 
 # Generator iterations of the cpu preset (images: the 15-minute budget on 2 cores, eta kept at the paper's
-# first stair; twice as many for datasets of LARGE_DATASET images or more, which have a 30-minute budget, as
-# Fashion-MNIST does) and the number of eta stairs the vector preset keeps from the paper (900k / 30k).
+# first stair; twice as many for datasets of LARGE_DATASET images or more, which have a 30-minute budget:
+# configs.base) and the number of eta stairs the vector preset keeps from the paper (900k / 30k).
 CPU_IMAGE_ITERATIONS = 4_500
 CPU_LARGE_IMAGE_ITERATIONS = 9_000
-LARGE_DATASET = 20_000
 CPU_IMAGE_LEARNING_RATE = 1e-3
 CPU_VECTOR_ITERATIONS = 6_000
 CPU_VECTOR_GP_WEIGHT = 10.0
