@@ -1,5 +1,6 @@
 """Loop, checkpoints, resume, NaN handling and export, on small real data."""
 
+import json
 import os
 import subprocess
 import sys
@@ -90,6 +91,10 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     run.train(_options(tmp_path, epochs=1), log=lambda m: None)
     with pytest.raises(InputError, match="other settings"):
         run.train(_options(tmp_path, epochs=2), log=lambda m: None)
+    # steps_per_call changes the speed, not the steps: the finished run resumes with nothing to train
+    again = run.RunOptions(**{**vars(_options(tmp_path, epochs=1)),
+                              "overrides": TINY + ("epochs=1", "steps_per_call=4")})
+    assert run.train(again, log=lambda m: None)["epochs_run"] == 0
 
 
 def test_a_checkpoint_with_mirrored_loop_counters_resumes(tmp_path):
@@ -139,6 +144,48 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     options = _options(tmp_path, epochs=3)
     monkeypatch.setattr(run.methods, "get", lambda name: _PoisonedDAC)
     with pytest.raises(NonFiniteLossError, match="last good checkpoint is .*ckpt-28"):
+        run.train(options, log=lambda m: None)
+    monkeypatch.undo()
+    trainer, weights = _weights(tmp_path, options)
+    assert int(trainer.epoch.numpy()) == 1
+    assert all(np.all(np.isfinite(w)) for w in weights)
+
+
+def _scalars(workdir, tag):
+    import glob
+
+    values = {}
+    for path in glob.glob(os.path.join(str(workdir), "tensorboard", "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = float(tf.make_ndarray(value.tensor))
+    return values
+
+
+def test_several_steps_per_call_train_the_same_steps(tmp_path):
+    """steps_per_call=5 runs the steps in a loop inside one traced call (two replicas here; 28 steps an
+    epoch, so each epoch ends with a block of 3): the same weights, losses and counters as one step a call."""
+    runs = {}
+    for per_call in (1, 5):
+        options = run.RunOptions(**{**vars(_options(tmp_path / str(per_call), epochs=2, deterministic=True)),
+                                    "overrides": TINY + ("epochs=2", "log_every=1", f"steps_per_call={per_call}")})
+        metrics = run.train(options, log=lambda m: None)
+        runs[per_call] = (metrics, np.load(tmp_path / str(per_call) / "probabilities.npy"),
+                          _scalars(tmp_path / str(per_call), "train/loss"))
+    (m1, p1, l1), (m5, p5, l5) = runs[1], runs[5]
+    assert m1["steps"] == m5["steps"] == 2 * (1797 // 64)
+    with open(tmp_path / "5" / "config.json") as f:
+        assert json.load(f)["config"]["steps_per_call"] == 5
+    np.testing.assert_array_equal(p1, p5)
+    assert sorted(l1) == sorted(l5) == list(range(1, 57)) and l1 == l5
+
+
+def test_nan_loss_inside_a_block_of_steps_names_its_step(tmp_path, monkeypatch):
+    options = run.RunOptions(**{**vars(_options(tmp_path, epochs=3)),
+                                "overrides": TINY + ("epochs=3", "steps_per_call=8")})
+    monkeypatch.setattr(run.methods, "get", lambda name: _PoisonedDAC)
+    with pytest.raises(NonFiniteLossError, match="at epoch 1 step 29;.*last good checkpoint is .*ckpt-28"):
         run.train(options, log=lambda m: None)
     monkeypatch.undo()
     trainer, weights = _weights(tmp_path, options)

@@ -127,6 +127,8 @@ def build(options: RunOptions, source: sources.Source | None = None):
 
 
 _RESUME_KEYS = ("method", "dataset", "preset", "num_clusters", "seed", "config", "precision")
+# Config fields that change the speed, not the steps: a run may resume with other values.
+_SPEED_FIELDS = ("steps_per_call",)
 
 
 def _check_resume(workdir: str, resolved: dict) -> None:
@@ -139,6 +141,9 @@ def _check_resume(workdir: str, resolved: dict) -> None:
     old = {"precision": "float32", **old}  # runs from before --precision were float32
     old_cmp = json.loads(json.dumps({k: old.get(k) for k in _RESUME_KEYS}))
     new_cmp = json.loads(json.dumps({k: resolved.get(k) for k in _RESUME_KEYS}, default=str))
+    for cmp in (old_cmp, new_cmp):
+        for field in _SPEED_FIELDS:
+            (cmp.get("config") or {}).pop(field, None)
     if old_cmp != new_cmp:
         diff = [k for k in _RESUME_KEYS if old_cmp.get(k) != new_cmp.get(k)]
         raise InputError(f"work directory {workdir!r} holds a run with other settings ({', '.join(diff)} "

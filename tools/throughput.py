@@ -35,8 +35,9 @@ flags.DEFINE_string("dataset", "mnist5k", "dataset spec")
 flags.DEFINE_integer("steps", 30, "timed calls of the bare step")
 flags.DEFINE_string("json", "", "write the rows here")
 flags.DEFINE_string("workroot", "", "where the short runs go (default: a temporary directory)")
+flags.DEFINE_multi_string("set", [], "config overrides added to the short runs' (e.g. steps_per_call=8); "
+                                     "the bare step stays one step a call")
 
-# Short runs for the loop and whole-run figures: the cpu preset cut to a few minutes.
 # Short runs for the loop and whole-run figures: the cpu preset cut to a few minutes; and the
 # epochs (start, stop) whose per-epoch images/s give "loop": after the first, in the bare step's phase.
 SHORT = {
@@ -94,12 +95,12 @@ def bare_step(method_name: str, precision: str, dataset: str, steps: int) -> flo
     return steps * stage.batch_size / (time.perf_counter() - t0)
 
 
-def short_run(method_name: str, precision: str, dataset: str, workroot: str) -> dict:
+def short_run(method_name: str, precision: str, dataset: str, workroot: str, extra: tuple = ()) -> dict:
     from tfcluster import run
 
     overrides, (start, stop) = SHORT[method_name]
     options = run.RunOptions(method=method_name, dataset=dataset, preset="cpu", precision=precision,
-                             overrides=overrides, progress=False,
+                             overrides=overrides + tuple(extra), progress=False,
                              workdir=os.path.join(workroot, f"{method_name}-{precision}"))
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
     m = run.train(options, log=lambda s: None)
@@ -124,13 +125,14 @@ def main(argv):
         for p in FLAGS.precisions:
             before = bare_step(name, p, FLAGS.dataset, FLAGS.steps)
             row = {"method": name, "precision": p, "bare_before": before}
-            row.update(short_run(name, p, FLAGS.dataset, workroot))
+            row.update(short_run(name, p, FLAGS.dataset, workroot, FLAGS.set))
             row["bare_after"] = bare_step(name, p, FLAGS.dataset, FLAGS.steps)
             row["bare"] = (row["bare_before"] + row["bare_after"]) / 2
             row["loop_over_bare"] = row["loop"] / row["bare"]
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\n{cpu}; dataset {FLAGS.dataset}, `cpu` presets with {({k: v[0] for k, v in SHORT.items()})}\n")
+    print(f"\n{cpu}; dataset {FLAGS.dataset}, `cpu` presets with {({k: v[0] for k, v in SHORT.items()})}"
+          + (f" and {FLAGS.set} in the short runs" if FLAGS.set else "") + "\n")
     print("| method | precision | bare step img/s (before / after the run) | loop img/s | loop / bare | "
           "whole run img/s | train s / wall s | cores used |")
     print("|---|---|---|---|---|---|---|---|")

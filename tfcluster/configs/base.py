@@ -74,6 +74,10 @@ class BaseConfig:
       checkpoint_every: save a checkpoint every this many epochs (and at the end).
       max_checkpoints: how many checkpoints to keep.
       log_every: write step scalars to TensorBoard every this many steps.
+      steps_per_call: training steps run by one call of the traced step (a
+        loop inside the tf.function over a block of that many batches); the
+        outputs are read back, the loss checked and the progress shown once per
+        call. Changes the speed, not the steps.
       gallery_per_cluster: images per cluster in the TensorBoard gallery.
       eval_batch_size: batch size of inference passes.
     """
@@ -86,6 +90,7 @@ class BaseConfig:
     checkpoint_every: int = 1
     max_checkpoints: int = 3
     log_every: int = 20
+    steps_per_call: int = 1
     gallery_per_cluster: int = 8
     eval_batch_size: int = 500
 
@@ -94,7 +99,7 @@ class BaseConfig:
         if self.epochs < 0:
             raise InputError(f"epochs must be >= 0, got {self.epochs}")
         for field in ("batch_size", "eval_every", "checkpoint_every", "max_checkpoints", "log_every",
-                      "eval_batch_size"):
+                      "eval_batch_size", "steps_per_call"):
             if int(getattr(self, field)) < 1:
                 raise InputError(f"{field} must be positive, got {getattr(self, field)}")
         if self.gallery_per_cluster < 0:

@@ -44,7 +44,7 @@ from tfcluster.training import summaries
 from tfcluster.training.progress import RunProgress
 
 
-def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
+def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset, axis: int = 0):
     """Yields the global batches of `dataset` as the inputs of `strategy.run`.
 
     Replica r of R takes rows [r B/R, (r+1) B/R) of every tensor of a global
@@ -52,6 +52,7 @@ def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Datase
     `strategy.experimental_distribute_dataset` splits it. With one replica the
     batch is passed as it is. With several workers, each reads the same global
     batches (the pipelines are seeded) and passes its own replicas' rows.
+    `axis=1` splits blocks of batches [n, B, ...] the same way, on their rows.
 
     Not `experimental_distribute_dataset` itself: its per-device iterator
     (tf.data's MultiDeviceIterator) runs an autotuning thread, and dropping the
@@ -60,23 +61,28 @@ def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Datase
     after longer epochs; docs/RESULTS.md). Here the slices are cut on the host
     and copied to each replica's device when a step needs them.
     """
+    for batch in dataset:
+        yield distribute_batch(strategy, batch, axis)
+
+
+def distribute_batch(strategy: tf.distribute.Strategy, batch, axis: int = 0):
+    """One global batch (or block of batches, `axis=1`) split over the replicas as `distribute_batches` does."""
     replicas = strategy.num_replicas_in_sync
     if replicas == 1:
-        yield from dataset
-        return
+        return batch
     devices = strategy.extended.worker_devices  # this worker's; replica ids count over all workers
-    for batch in dataset:
-        size = int(tf.nest.flatten(batch)[0].shape[0])
-        if size % replicas:
-            raise InputError(f"a global batch of {size} rows cannot be split evenly over {replicas} replicas")
-        per = size // replicas
+    size = int(tf.nest.flatten(batch)[0].shape[axis])
+    if size % replicas:
+        raise InputError(f"a global batch of {size} rows cannot be split evenly over {replicas} replicas")
+    per = size // replicas
 
-        def value_fn(context, batch=batch):
-            r = context.replica_id_in_sync_group
-            with tf.device(devices[r % len(devices)]):
-                return tf.nest.map_structure(lambda t: tf.identity(t[r * per:(r + 1) * per]), batch)
+    def value_fn(context):
+        r = context.replica_id_in_sync_group
+        rows = (slice(None),) * axis + (slice(r * per, (r + 1) * per),)
+        with tf.device(devices[r % len(devices)]):
+            return tf.nest.map_structure(lambda t: tf.identity(t[rows]), batch)
 
-        yield strategy.experimental_distribute_values_from_function(value_fn)
+    return strategy.experimental_distribute_values_from_function(value_fn)
 
 
 @dataclasses.dataclass
@@ -297,32 +303,61 @@ class Trainer:
         return result, probs
 
     # -- training ----------------------------------------------------------------------
-    def _distributed_step(self, replica_step: Callable):
-        """The traced global step of a stage's replica step (one tf.function per step function)."""
-        if replica_step not in self._dist_steps:
+    def _distributed_step(self, replica_step: Callable, block: bool = False):
+        """The traced global step of a stage's replica step (one tf.function per step function).
+
+        Called with a global batch it returns the step's outputs, each summed over
+        the replicas. With `block`, it takes a block of n global batches (each
+        tensor [n, B, ...], split over the replicas on axis 1), runs the n steps
+        in a loop inside the function and returns each output stacked, [n].
+        """
+        key = (replica_step, block)
+        if key not in self._dist_steps:
             strategy = self.strategy
 
-            @tf.function
-            def step(batch):
+            def one(batch):
                 per_replica = strategy.run(replica_step, args=(batch,))
                 return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
-            self._dist_steps[replica_step] = step
-        return self._dist_steps[replica_step]
+            def pick(local_block, i):
+                return replica_step(tf.nest.map_structure(lambda t: t[i], local_block))
+
+            def at(blocks, i):
+                per_replica = strategy.run(pick, args=(blocks, i))
+                return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+            def steps(blocks):
+                local = strategy.experimental_local_results(blocks)[0]
+                n = tf.shape(tf.nest.flatten(local)[0])[0]
+                first = at(blocks, 0)  # peeled: it fixes the outputs' keys and dtypes for the loop
+                arrays = {k: tf.TensorArray(v.dtype, size=n).write(0, v) for k, v in first.items()}
+                for i in tf.range(1, n):
+                    out = at(blocks, i)
+                    arrays = {k: arrays[k].write(i, out[k]) for k in arrays}
+                return {k: a.stack() for k, a in arrays.items()}
+
+            # blocks: a shorter last block of a stage is a second shape; reduce_retracing keeps it to one more trace
+            self._dist_steps[key] = tf.function(steps, reduce_retracing=True) if block else tf.function(one)
+        return self._dist_steps[key]
 
     def _train_step(self, step_fn, batch, epoch: int) -> dict:
-        """One global step: run, count, stop on a non-finite loss, log scalars. Returns its outputs."""
+        """One call of a traced step (one global step, or a block of them): run, count, stop on a
+        non-finite loss, log scalars. Returns the outputs of its last step."""
         self._probabilities = None
-        out = {k: float(v) for k, v in step_fn(batch).items()}
-        self.step.assign_add(1)
-        step = int(self.step.numpy())
-        if not math.isfinite(out["loss"]):
-            raise NonFiniteLossError(
-                f"loss became {out['loss']} at epoch {epoch} step {step}; stopped without saving. "
-                f"The last good checkpoint is {self.manager.latest_checkpoint or 'none (no epoch finished)'}"
-                "; lower the learning rate or check the inputs, then re-run to resume from it.")
-        if step % self.method.config.log_every == 0:
-            summaries.write_scalars(self.writer, {f"train/{k}": v for k, v in out.items()}, step)
+        stacked = {k: np.atleast_1d(v.numpy()) for k, v in step_fn(batch).items()}
+        n = len(stacked["loss"])
+        first = int(self.step.numpy()) + 1
+        self.step.assign_add(n)
+        for j in range(n):
+            out = {k: float(v[j]) for k, v in stacked.items()}
+            step = first + j
+            if not math.isfinite(out["loss"]):
+                raise NonFiniteLossError(
+                    f"loss became {out['loss']} at epoch {epoch} step {step}; stopped without saving. "
+                    f"The last good checkpoint is {self.manager.latest_checkpoint or 'none (no epoch finished)'}"
+                    "; lower the learning rate or check the inputs, then re-run to resume from it.")
+            if step % self.method.config.log_every == 0:
+                summaries.write_scalars(self.writer, {f"train/{k}": v for k, v in out.items()}, step)
         return out
 
     def run(self) -> TrainResult:
@@ -373,19 +408,23 @@ class Trainer:
                     summaries.write_logs(self.writer, stage.begin(), int(self.step.numpy()))
                 if not stage.steps:
                     continue
-                step_fn = self._distributed_step(stage.step)
+                per_call = int(cfg.steps_per_call)
+                step_fn = self._distributed_step(stage.step, block=per_call > 1)
                 t0 = time.perf_counter()
                 dataset = pipeline.stage_dataset(self.source, self.preprocessor, cfg.augment, stage, self.seed, epoch)
+                dataset = dataset.skip(skip) if skip else dataset
                 done += skip
                 in_stage = skip
                 progress.phase(stage.name, steps=True)
-                for batch in distribute_batches(self.strategy, dataset.skip(skip) if skip else dataset):
-                    out = self._train_step(step_fn, batch, epoch)
-                    done += 1
-                    in_stage += 1
-                    epoch_images += stage.batch_size
-                    self.images_seen.assign_add(stage.batch_size)
-                    epoch_steps += 1
+                for batch in dataset.batch(per_call) if per_call > 1 else dataset:
+                    n = int(tf.nest.flatten(batch)[0].shape[0]) if per_call > 1 else 1
+                    out = self._train_step(step_fn, distribute_batch(self.strategy, batch, axis=int(per_call > 1)),
+                                           epoch)
+                    done += n
+                    in_stage += n
+                    epoch_images += n * stage.batch_size
+                    self.images_seen.assign_add(n * stage.batch_size)
+                    epoch_steps += n
                     progress.step(done, out.get("loss"),
                                   (in_stage - skip) * stage.batch_size / max(time.perf_counter() - t0, 1e-9))
                     if self._stop_signal is not None:
