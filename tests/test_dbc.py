@@ -288,3 +288,44 @@ def test_short_run_beats_kmeans_on_pixels(tmp_path, mnist_small):
     assert dbc["acc"] > kmeans["acc"] + 0.03, (dbc["acc"], kmeans["acc"])
     outputs = ExportedModel(dbc["export"]).signature.structured_outputs
     assert {"cluster", "probabilities", "embedding"} <= set(outputs)
+
+
+def test_chunked_targets_are_eq2_over_each_chunk_just_before_its_steps(tmp_path, mnist_small, monkeypatch):
+    """target_chunk=250 on 1,000 images: four chunks an epoch, each with targets r (eq. 2, n_j summed over
+    the chunk) from the chunk's scores s at that moment, in the rows the steps read (source positions)."""
+    opts = _dbc_options(tmp_path, "ae_epochs=1", "epochs=2", "tol=0", "target_chunk=250")
+    method, source, _, _ = run.build(opts, mnist_small)
+    trainer = Trainer(method, source, str(tmp_path), progress=False, log=lambda m: None)
+    original, seen = DBC.begin_chunk, []
+
+    def checked(self, epoch, indices, predict_all):
+        s = trainer.predict_all(subset=indices).astype(np.float64)  # the chunk's scores now
+        logs = original(self, epoch, indices, predict_all)
+        boosted = s ** 2  # alpha = 2, n_j = sum over the chunk of s_ij^alpha
+        r = boosted / boosted.sum(0)
+        r /= r.sum(1, keepdims=True)
+        np.testing.assert_allclose(self.targets.numpy()[indices], r, rtol=1e-4, atol=1e-6)
+        seen.append((epoch, np.sort(indices)))
+        return logs
+
+    monkeypatch.setattr(DBC, "begin_chunk", checked)
+    result = trainer.run()
+    assert [e for e, _ in seen] == [1] * 4 + [2] * 4
+    for epoch in (1, 2):  # disjoint chunks covering the 1,000 images
+        np.testing.assert_array_equal(np.sort(np.concatenate([i for e, i in seen if e == epoch])), np.arange(1000))
+    assert result.steps == 10 + 2 * 4 * (250 // 100)
+    # resumed inside an epoch (its first stage not run in this process): the epoch's start comes first
+    method._targets_epoch = None
+    method.begin_chunk(2, seen[0][1], trainer.predict_all)
+    assert method._targets_epoch == 2 and len(method._epoch_start_assignments) == 1000
+
+
+def test_the_cpu_preset_refreshes_large_datasets_targets_per_5000_images():
+    from tfcluster.configs.dbc import cpu_preset
+
+    small = cpu_preset(DatasetInfo("t", 10, (28, 28, 1), num_samples=5_000))
+    large = cpu_preset(DatasetInfo("t", 10, (28, 28, 1), num_samples=70_000))
+    assert (small.ae_epochs, small.epochs, small.target_chunk) == (50, 150, 5_000)  # one chunk: per epoch
+    assert (large.ae_epochs, large.epochs, large.target_chunk) == (14, 32, 5_000)
+    with pytest.raises(InputError, match="target_chunk"):
+        DBCConfig(target_chunk=10, batch_size=128).validate()
