@@ -40,11 +40,6 @@ class DBCConfig(BaseConfig):
         II; False (default) keeps the running statistics of stage I, so the
         features stay those the k-means centres were fitted on.
       kmeans_n_init: k-means restarts for the initial centres.
-      target_chunk: stage II refreshes the boosted targets per chunk of this
-        many images (their scores s and the normaliser n_j of eq. 2 over the
-        chunk, just before its steps; one pass over each chunk an epoch);
-        0, or at least the dataset's size: once per epoch over the whole set,
-        as Algorithm 1 (the paper's).
       preview_images: reconstructions shown in TensorBoard in stage I.
     """
 
@@ -64,7 +59,6 @@ class DBCConfig(BaseConfig):
     augment_autoencoder: bool = True
     stage2_bn_training: bool = False
     kmeans_n_init: int = 20
-    target_chunk: int = 0
     preview_images: int = 8
 
     def validate(self):
@@ -75,9 +69,6 @@ class DBCConfig(BaseConfig):
             raise InputError(f"alpha must be > 1 (eq. 2 boosts only then), got {self.alpha}")
         if self.ae_epochs < 0:
             raise InputError(f"ae_epochs must be >= 0, got {self.ae_epochs}")
-        if self.target_chunk < 0 or 0 < self.target_chunk < self.batch_size:
-            raise InputError(f"target_chunk must be 0 or at least batch_size ({self.batch_size}), "
-                             f"got {self.target_chunk}")
 
     def stage1_epochs(self) -> int:
         return {"full": self.ae_epochs, "half": self.ae_epochs // 2, "random": 0}[self.init]
@@ -125,7 +116,7 @@ def cpu_preset(info) -> DBCConfig:
     rgb = info.image_shape[-1] == 3
     augment = AugmentConfig(rotation=10.0, shift=0.1, scale=(0.9, 1.1), flip_horizontal=rgb)
     return dataclasses.replace(DBCConfig(), batch_size=128, bn_momentum=0.9, learning_rate=0.05,
-                               ae_epochs=ae_epochs, epochs=epochs, augment=augment, target_chunk=CPU_TARGET_CHUNK)
+                               ae_epochs=ae_epochs, epochs=epochs, augment=augment)
 
 
 # Training images of the cpu preset's stage I (50 epochs of MNIST-5k) and at most of its stage II (150).
@@ -135,8 +126,6 @@ CPU_STAGE2_IMAGE_BUDGET = 750_000
 # budget: Fashion-MNIST's 1,120,000 images above took 6-8 minutes beside another run; 14 + 32 epochs.
 CPU_LARGE_IMAGE_BUDGET = 1_000_000
 CPU_LARGE_STAGE2_IMAGE_BUDGET = 2_250_000
-# Stage II's targets are refreshed every this many images, as on MNIST-5k (once an epoch there).
-CPU_TARGET_CHUNK = 5_000
 
 PRESETS = {"paper": paper_preset, "cpu": cpu_preset}
 

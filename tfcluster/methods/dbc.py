@@ -12,10 +12,6 @@ Stage II (phase "cluster", at most `epochs` epochs): each epoch recomputes the
   (eq. 2), then minimises KL(R || S) (eq. 3) over mini-batches, updating the
   encoder and the centres (SGD with momentum); training stops when the
   fraction of hard assignments that changed during an epoch is below `tol`.
-  With `target_chunk` (the `cpu` preset on large datasets; not the paper's),
-  the targets of each chunk of that many images are recomputed from its
-  fresh scores just before the steps over it (n_j summed over the chunk), so
-  they are as fresh, in images trained, as a small dataset's per-epoch ones.
 With a non-identity `augment` (the `cpu` preset; not the paper's), both
 stages' steps take one augmented view of each image, as DEC-DA (Guo et al.,
 ACML 2018) does (stage II only with `augment_autoencoder=False`): stage I
@@ -35,8 +31,7 @@ from sklearn.cluster import KMeans
 from tfcluster.configs.dbc import FCAE_KMS_PRESETS, PRESETS, DBCConfig
 from tfcluster.losses import dbc as dbc_loss
 from tfcluster.methods.base import Method
-from tfcluster.methods.clean_targets import chunk_stages
-from tfcluster.methods.plan import EpochPlan, eager, one_pass
+from tfcluster.methods.plan import one_pass
 from tfcluster.nets.fcae import build_fcae, variant_for
 
 
@@ -47,7 +42,6 @@ class DBC(Method):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._scores_cache = None  # (epoch, s) of the last end-of-epoch pass
-        self._targets_epoch = None  # the stage II epoch whose targets _targets_host [N, K] holds
 
     def check_input_shape(self, input_shape):
         self.require_image_variant(input_shape, variant_for)
@@ -108,15 +102,9 @@ class DBC(Method):
             return one_pass(self._autoencoder_step, n, batch, num_views=views, name="autoencoder",
                             end=lambda: self.end_autoencoder_epoch(epoch, predict_all), end_name="previews",
                             evaluate=epoch + 1 == stage1)
-        begin = lambda: self.begin_cluster_epoch(epoch, predict_all)
-        end = lambda: self.end_cluster_epoch(epoch, predict_all)
-        chunk = int(self.config.target_chunk)
-        if not chunk or chunk >= n:
-            return one_pass(self._cluster_step, n, batch, num_views=self._num_views(), name="cluster",
-                            begin=begin, end=end, end_name="convergence")
-        chunks = chunk_stages(self._cluster_step, n, chunk, 1, batch, self._num_views(), self.seed, epoch,
-                              lambda c, indices: self.begin_chunk(epoch, indices, predict_all))
-        return EpochPlan((eager(begin, "targets"), *chunks, eager(end, "convergence")))
+        return one_pass(self._cluster_step, n, batch, num_views=self._num_views(), name="cluster",
+                        begin=lambda: self.begin_cluster_epoch(epoch, predict_all),
+                        end=lambda: self.end_cluster_epoch(epoch, predict_all), end_name="convergence")
 
     def begin_cluster_epoch(self, epoch, predict_all):
         """Soft scores s of the whole training set (eq. 1) -> the epoch's boosted targets r (eq. 2)."""
@@ -125,21 +113,10 @@ class DBC(Method):
             logs.update(self.init_centres(predict_all, self.seed))
         s = self._scores(predict_all, epoch - 1)
         self._epoch_start_assignments = s.argmax(1)
-        self._targets_epoch = epoch
-        self._targets_host = dbc_loss.boosted_target(s, self.config.alpha, self.config.normalization).astype(np.float32)
-        self.keep_targets("targets", self._targets_host)
+        r = dbc_loss.boosted_target(s, self.config.alpha, self.config.normalization).astype(np.float32)
+        self.keep_targets("targets", r)
         for j in range(min(self.num_clusters, 10)):
             logs[f"dbc_scores/cluster_{j}"] = s[:, j]  # the paper's Fig. 6 histograms
-        return logs
-
-    def begin_chunk(self, epoch, indices, predict_all) -> dict:
-        """target_chunk: the chunk's fresh scores s [M, K] -> its rows of the targets r (eq. 2 over the chunk)."""
-        logs = {}
-        if self._targets_epoch != epoch:  # resumed inside the epoch: its first stage was not run here
-            logs = self.begin_cluster_epoch(epoch, predict_all)
-        s = predict_all(subset=indices)
-        self._targets_host[indices] = dbc_loss.boosted_target(s, self.config.alpha, self.config.normalization)
-        self.keep_targets("targets", self._targets_host)
         return logs
 
     def end_autoencoder_epoch(self, epoch, predict_all) -> dict:
