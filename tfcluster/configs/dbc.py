@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tfcluster.configs.base import LARGE_DATASET, AugmentConfig, BaseConfig
+from tfcluster.configs.base import AugmentConfig, BaseConfig
 from tfcluster.errors import InputError
 
 
@@ -110,9 +110,7 @@ def cpu_preset(info) -> DBCConfig:
       - stage II learning rate 0.05 instead of 0.01: few steps per epoch on small data.
     """
     n = max(info.num_samples, 1)
-    budgets = ((CPU_LARGE_IMAGE_BUDGET, CPU_LARGE_STAGE2_IMAGE_BUDGET) if n >= LARGE_DATASET
-               else (CPU_IMAGE_BUDGET, CPU_STAGE2_IMAGE_BUDGET))
-    ae_epochs, epochs = (max(5, round(budget / n)) for budget in budgets)
+    ae_epochs, epochs = (max(5, round(budget / n)) for budget in (CPU_IMAGE_BUDGET, CPU_STAGE2_IMAGE_BUDGET))
     rgb = info.image_shape[-1] == 3
     augment = AugmentConfig(rotation=10.0, shift=0.1, scale=(0.9, 1.1), flip_horizontal=rgb)
     return dataclasses.replace(DBCConfig(), batch_size=128, bn_momentum=0.9, learning_rate=0.05,
@@ -122,10 +120,6 @@ def cpu_preset(info) -> DBCConfig:
 # Training images of the cpu preset's stage I (50 epochs of MNIST-5k) and at most of its stage II (150).
 CPU_IMAGE_BUDGET = 250_000
 CPU_STAGE2_IMAGE_BUDGET = 750_000
-# The same on datasets of LARGE_DATASET images or more (configs.base: 30 minutes on 2 cores), filling that
-# budget: Fashion-MNIST's 1,120,000 images above took 6-8 minutes beside another run; 14 + 32 epochs.
-CPU_LARGE_IMAGE_BUDGET = 1_000_000
-CPU_LARGE_STAGE2_IMAGE_BUDGET = 2_250_000
 
 PRESETS = {"paper": paper_preset, "cpu": cpu_preset}
 
