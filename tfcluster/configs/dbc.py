@@ -86,7 +86,7 @@ def paper_preset(info) -> DBCConfig:
 
 
 def cpu_preset(info) -> DBCConfig:
-    """CPU preset: 6-7 min on MNIST-5k, 7-8 on Fashion-MNIST on 2 cores, each beside another run.
+    """CPU preset: 3 min on MNIST-5k alone (6-7 beside another run), 7-8 on Fashion-MNIST beside another run.
 
     Measured (docs/RESULTS.md, AMD EPYC, float32), seeds 0 / 1 / 2: MNIST-5k ACC 0.795 / 0.603 / 0.813
     (seed 1 merged two digits); Fashion-MNIST 0.545 / 0.478 / 0.578 (clean, 5 + 5 epochs: 0.564 / 0.557 /
