@@ -15,6 +15,8 @@ For each method (its `cpu` preset on --dataset, seed 0) and precision:
   run    images trained / wall seconds of that run (targets, calibration,
          evaluation, checkpoints and export included);
   loop / bare, and the run's CPU use (process CPU seconds / wall seconds).
+`--ops` instead profiles the bare step (tf.profiler) and prints the host self time per
+TensorFlow op type, ms per step: where a precision's speed-up comes from.
 Prints a markdown table with the CPU model and its bf16 flags; --json keeps the rows.
 Run it from a clone (AutoGraph re-reads sources), on otherwise idle cores.
 """
@@ -35,6 +37,8 @@ flags.DEFINE_string("dataset", "mnist5k", "dataset spec")
 flags.DEFINE_integer("steps", 30, "timed calls of the bare step")
 flags.DEFINE_string("json", "", "write the rows here")
 flags.DEFINE_string("workroot", "", "where the short runs go (default: a temporary directory)")
+flags.DEFINE_bool("ops", False, "instead: profile the bare step (--steps calls) and print the host self "
+                                 "time per TensorFlow op type, ms per step, for each method and precision")
 flags.DEFINE_multi_string("set", [], "config overrides added to the short runs' (e.g. steps_per_call=8); "
                                      "the bare step stays one step a call")
 
@@ -69,8 +73,9 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def bare_step(method_name: str, precision: str, dataset: str, steps: int) -> float:
-    """Images/s of the method's first stage's traced step on one resident global batch."""
+def first_step(method_name: str, precision: str, dataset: str):
+    """The method's first stage with steps (epoch 0, after its begin): (traced global step, one resident
+    global batch, the stage's batch size)."""
     from tfcluster import run
     from tfcluster.data import pipeline
     from tfcluster.training.loop import Trainer, distribute_batches
@@ -86,13 +91,47 @@ def bare_step(method_name: str, precision: str, dataset: str, steps: int) -> flo
             break
     dataset_ = pipeline.stage_dataset(source, method.preprocessor, method.config.augment, stage, method.seed, 0)
     batch = next(iter(distribute_batches(method.strategy, dataset_.take(1))))
-    step = trainer._distributed_step(stage.step)
+    return trainer._distributed_step(stage.step), batch, stage.batch_size
+
+
+def bare_step(method_name: str, precision: str, dataset: str, steps: int) -> float:
+    """Images/s of the method's first stage's traced step on one resident global batch."""
+    step, batch, batch_size = first_step(method_name, precision, dataset)
     for _ in range(3):
         {k: float(v) for k, v in step(batch).items()}
     t0 = time.perf_counter()
     for _ in range(steps):
         {k: float(v) for k, v in step(batch).items()}
-    return steps * stage.batch_size / (time.perf_counter() - t0)
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def op_profile(method_name: str, precision: str, dataset: str, steps: int, logdir: str) -> list:
+    """Host self time per TensorFlow op type, ms per bare step, largest first (tf.profiler over `steps`
+    calls after 3 warm-up calls; "IDLE" is the threads' idle time)."""
+    import collections
+
+    import tensorflow as tf
+    from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as plugin
+
+    step, batch, _ = first_step(method_name, precision, dataset)
+    for _ in range(3):
+        {k: float(v) for k, v in step(batch).items()}
+    tf.profiler.experimental.start(logdir)
+    for _ in range(steps):
+        {k: float(v) for k, v in step(batch).items()}
+    tf.profiler.experimental.stop()
+    import glob
+
+    path = sorted(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb")))[-1]
+    out = plugin.xspace_to_tools_data([path], "framework_op_stats", {})
+    table = json.loads(out[0] if isinstance(out, tuple) else out)[0]
+    cols = [c["id"] for c in table["cols"]]
+    by_type = collections.Counter()
+    for row in table["rows"]:
+        r = dict(zip(cols, [c["v"] if c else None for c in row["c"]]))
+        if r["host_or_device"] == "Host":
+            by_type[r["type"]] += r["total_self_time"] / 1000.0 / steps  # us -> ms per step
+    return by_type.most_common()
 
 
 def short_run(method_name: str, precision: str, dataset: str, workroot: str, extra: tuple = ()) -> dict:
@@ -120,6 +159,15 @@ def main(argv):
     workroot = FLAGS.workroot or tempfile.mkdtemp(prefix="throughput-runs-")
     flags_seen = sorted(f for f in precision_lib.BF16_CPU_FLAGS + ("avx512f",) if f in precision_lib.cpu_flags())
     cpu = f"{precision_lib.cpu_model()} ({os.cpu_count()} cores; flags: {', '.join(flags_seen) or 'no bf16 units'})"
+    if FLAGS.ops:
+        for name in FLAGS.methods:
+            for p in FLAGS.precisions:
+                ops = op_profile(name, p, FLAGS.dataset, FLAGS.steps, tempfile.mkdtemp(prefix="op-profile-"))
+                print(f"\n{name} {p} on {cpu}: host self time per op type, ms per bare step "
+                      f"(total {sum(t for _, t in ops):.1f}, threads summed)")
+                for op_type, ms in ops[:15]:
+                    print(f"  {ms:8.2f}  {op_type}")
+        return
     rows = []
     for name in FLAGS.methods:
         for p in FLAGS.precisions:
