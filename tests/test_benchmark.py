@@ -85,3 +85,20 @@ def test_a_finished_train_run_imports_as_a_row_of_the_preset_it_resolves_to(tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [r["name"] for r in json.loads(table_json.read_text())] == [row["name"]]
     assert "old" not in results.read_text() and "epochs=2" in results.read_text()
+
+
+
+def test_throughput_op_profile_names_the_steps_ops(tmp_path):
+    """tools/throughput.py --ops reads tf.profiler's per-op table (a private TensorFlow API: this guards it).
+    A subprocess: the tool's absl flags share names with benchmark's."""
+    import subprocess
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    proc = subprocess.run([sys.executable, os.path.join(root, "tools", "throughput.py"), "--ops", "--methods=dac",
+                           "--precisions=float32", "--dataset=digits", "--steps=2"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": root})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout[proc.stdout.index("dac float32 on"):].splitlines()[1:]
+    ops = [(float(line.split()[0]), line.split()[1]) for line in lines if line.strip()]
+    assert any("Conv2DBackpropFilter" in op and ms > 0 for ms, op in ops)
+    assert [ms for ms, _ in ops] == sorted((ms for ms, _ in ops), reverse=True)
