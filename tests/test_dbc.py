@@ -1,5 +1,9 @@
 """DBC: unpooling, eqs. (1)-(5) against NumPy, Property 2, stop rule, stages, distribution."""
 
+import collections
+import glob
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -256,7 +260,7 @@ class _Interrupt(Exception):
 
 
 def test_a_run_killed_in_stage_two_resumes_in_stage_two(tmp_path, mnist_small):
-    opts = _dbc_options(tmp_path, "ae_epochs=2", "epochs=3", "tol=0")
+    opts = _dbc_options(tmp_path, "ae_epochs=2", "epochs=3", "tol=0", "checkpoint_every=1")
 
     def stop_in_stage_two(message):
         if message.startswith("epoch 3/"):
@@ -286,5 +290,19 @@ def test_short_run_beats_kmeans_on_pixels(tmp_path, mnist_small):
     dbc = run.train(_dbc_options(tmp_path / "dbc", "ae_epochs=40", "epochs=15", "augment.rotation=0",
                                  "augment.shift=0", "augment.scale=1,1"), log=lambda m: None, source=mnist_small)
     assert dbc["acc"] > kmeans["acc"] + 0.03, (dbc["acc"], kmeans["acc"])
+    # summaries every 10 epochs of a stage and at its last: stage I's epochs 0, 10, 20, 30, 39, stage II's 40, 50, 54
+    tags = collections.Counter()
+    for path in glob.glob(os.path.join(str(tmp_path / "dbc"), "tensorboard", "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    assert tags["dbc/reconstructions"] == 5 and tags["dbc_scores/cluster_0"] == 3
     outputs = ExportedModel(dbc["export"]).signature.structured_outputs
     assert {"cluster", "probabilities", "embedding"} <= set(outputs)
+
+
+def test_cpu_preset_checkpoints_about_every_25000_images():
+    from tfcluster.configs.dbc import cpu_preset
+
+    every = {n: cpu_preset(DatasetInfo("t", 10, (28, 28, 1), num_samples=n)).checkpoint_every
+             for n in (1_000, 5_000, 70_000)}
+    assert every == {1_000: 25, 5_000: 5, 70_000: 1}

@@ -35,6 +35,11 @@ from tfcluster.methods.plan import one_pass
 from tfcluster.nets.fcae import build_fcae, variant_for
 
 
+# Stage I's reconstruction previews and stage II's score histograms are written every this many epochs of
+# their stage (and at its last): 40-60 ms each, a tenth of a short MNIST-5k epoch (docs/RESULTS.md).
+SUMMARY_EVERY = 10
+
+
 class DBC(Method):
     name = "dbc"
     config_class = DBCConfig
@@ -115,19 +120,21 @@ class DBC(Method):
         self._epoch_start_assignments = s.argmax(1)
         r = dbc_loss.boosted_target(s, self.config.alpha, self.config.normalization).astype(np.float32)
         self.keep_targets("targets", r)
-        for j in range(min(self.num_clusters, 10)):
-            logs[f"dbc_scores/cluster_{j}"] = s[:, j]  # the paper's Fig. 6 histograms
+        if (epoch - self.config.stage1_epochs()) % SUMMARY_EVERY == 0 or epoch + 1 == self.num_epochs():
+            for j in range(min(self.num_clusters, 10)):
+                logs[f"dbc_scores/cluster_{j}"] = s[:, j]  # the paper's Fig. 6 histograms
         return logs
 
     def end_autoencoder_epoch(self, epoch, predict_all) -> dict:
         """Reconstruction previews; k-means on the features after stage I's last epoch."""
         logs = {}
         n = self.config.preview_images
-        if n:
+        last = epoch + 1 == self.config.stage1_epochs()
+        if n and (epoch % SUMMARY_EVERY == 0 or last):
             x = predict_all(self._identity_fn, subset=np.arange(n))
             recon = predict_all(self._recon_fn, subset=np.arange(n))
             logs["dbc/reconstructions"] = np.concatenate([x, recon], axis=2)  # [n, H, 2W, C] side by side
-        if epoch + 1 == self.config.stage1_epochs():
+        if last:
             logs.update(self.init_centres(predict_all, self.seed))
         return logs
 
