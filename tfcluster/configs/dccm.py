@@ -105,7 +105,8 @@ def cpu_preset(info) -> DCCMConfig:
 
     Command: tfcluster train --method=dccm --preset=cpu --dataset=mnist5k
     Measured (AMD EPYC, 2 cores shared with another run, float32; docs/RESULTS.md): MNIST-5k ACC
-    0.864 / 0.968 / 0.965 (seeds 0 / 1 / 2), 5.5-9 min; Fashion-MNIST 0.555 / 0.621 / 0.565, 16-17 min.
+    0.864 / 0.968 / 0.965 (seeds 0 / 1 / 2), 5.5-9 min (seed 0 alone: 2.5 min, 0.967); Fashion-MNIST
+    0.555 / 0.621 / 0.565, 16-17 min.
     Changes from `paper` and why:
       - targets="chunk": per chunk of 1,000 images its clean predictions (BatchNorm calibrated on
         the chunk) are the targets of the steps over it, as the official code computes targets on
