@@ -4,6 +4,8 @@
       for stage in method.epoch_plan(epoch, ...).stages:
           stage.begin()                  eager: schedules, targets, k-means, calibration
           for global batch of the stage: tf.function: strategy.run(stage.step)
+                                         (config.steps_per_call > 1: a block of that many batches
+                                         per call, the steps in a loop inside the tf.function)
       checkpoint / evaluate / summarise  eager, on the host
 
 Checkpoints (`tf.train.CheckpointManager`, which writes files first and then
@@ -14,7 +16,7 @@ e.g. truncated, is reported and the one before it used). A failed write (full
 disk) ends the run with StorageError, the earlier checkpoints intact. A
 non-finite loss stops training before anything is saved, so the last good
 checkpoint stays the latest. SIGINT / SIGTERM stop training at the next step
-boundary: a checkpoint of that position is saved and TrainingInterrupted
+(or block) boundary: a checkpoint of that position is saved and TrainingInterrupted
 raised; the re-run continues the epoch where it stopped (the stages before are
 not re-run; the interrupted stage's `begin` is, on the saved weights, and its
 batches already trained are skipped).
