@@ -217,3 +217,14 @@ def test_short_run_beats_kmeans_on_pixels(tmp_path):
     assert result["conv_features_test_accuracy"] > 0.8 and result["fc_features_test_accuracy"] > 0.5, result
     with pytest.raises(InputError, match="serves no features"):
         transfer.transfer(kmeans["export"], "mnist5k?split=train", "mnist5k?split=test")
+
+
+def test_cpu_preset_fills_the_wall_budgets():
+    """~100,000 training images on MNIST-5k (20 epochs, evaluated every 5); 8 epochs, each evaluated, on
+    datasets of 20,000 images or more (Fashion-MNIST's 30 minutes)."""
+    from tfcluster.configs.dccm import cpu_preset
+
+    small = cpu_preset(DatasetInfo("t", 10, (28, 28, 1), num_samples=5_000))
+    large = cpu_preset(DatasetInfo("t", 10, (28, 28, 1), num_samples=70_000))
+    assert (small.epochs, small.eval_every) == (20, 5) and (large.epochs, large.eval_every) == (8, 1)
+    assert cpu_preset(DatasetInfo("t", 10, (28, 28, 1), num_samples=19_999)).epochs == 5
