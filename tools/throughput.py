@@ -94,14 +94,18 @@ def first_step(method_name: str, precision: str, dataset: str):
     return trainer._distributed_step(stage.step), batch, stage.batch_size
 
 
+def _call(step, batch, times: int) -> None:
+    """`times` calls of the traced step, each call's outputs read back as the loop reads them."""
+    for _ in range(times):
+        {k: float(v) for k, v in step(batch).items()}
+
+
 def bare_step(method_name: str, precision: str, dataset: str, steps: int) -> float:
     """Images/s of the method's first stage's traced step on one resident global batch."""
     step, batch, batch_size = first_step(method_name, precision, dataset)
-    for _ in range(3):
-        {k: float(v) for k, v in step(batch).items()}
+    _call(step, batch, 3)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        {k: float(v) for k, v in step(batch).items()}
+    _call(step, batch, steps)
     return steps * batch_size / (time.perf_counter() - t0)
 
 
@@ -109,19 +113,16 @@ def op_profile(method_name: str, precision: str, dataset: str, steps: int, logdi
     """Host self time per TensorFlow op type, ms per bare step, largest first (tf.profiler over `steps`
     calls after 3 warm-up calls; "IDLE" is the threads' idle time)."""
     import collections
+    import glob
 
     import tensorflow as tf
     from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as plugin
 
     step, batch, _ = first_step(method_name, precision, dataset)
-    for _ in range(3):
-        {k: float(v) for k, v in step(batch).items()}
+    _call(step, batch, 3)
     tf.profiler.experimental.start(logdir)
-    for _ in range(steps):
-        {k: float(v) for k, v in step(batch).items()}
+    _call(step, batch, steps)
     tf.profiler.experimental.stop()
-    import glob
-
     path = sorted(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb")))[-1]
     out = plugin.xspace_to_tools_data([path], "framework_op_stats", {})
     table = json.loads(out[0] if isinstance(out, tuple) else out)[0]
