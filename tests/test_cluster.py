@@ -149,3 +149,7 @@ def test_kmeans_clusters_a_folder_smaller_than_a_training_batch(folder, tmp_path
     with pytest.raises(InputError, match=r"batch_size=64 is larger than the data \(12 samples\)"):  # DAC's cpu
         run.cluster_folder(str(small), str(tmp_path / "out_dac"), 2, method="dac", size="24", progress=False,
                            log=lambda s: None)
+    # GATCluster, cluster's default method: its cpu preset resolves on data smaller than a batch, and the
+    # run refuses it with the same clear error (it used to divide by zero)
+    with pytest.raises(InputError, match=r"batch_size=32 is larger than the data \(12 samples\)"):
+        run.cluster_folder(str(small), str(tmp_path / "out_gat"), 2, size="24", progress=False, log=lambda s: None)

@@ -161,7 +161,8 @@ def cpu_preset(info) -> GATClusterConfig:
     """
     cfg = paper_preset(info)
     budget = CPU_LARGE_IMAGE_BUDGET if info.num_samples >= LARGE_DATASET else CPU_IMAGE_BUDGET
-    m = min(1000, max(info.num_samples, 1))
+    # at least one batch: data smaller than a batch resolves here and is refused by the run with a clear error
+    m = max(cfg.batch_size, min(1000, info.num_samples))
     rounds = max(1, info.num_samples // m)
     per_pass = rounds * (m // cfg.batch_size) * cfg.batch_size
     repeats = int(min(4, max(1, round(budget / per_pass))))
