@@ -48,8 +48,8 @@ class DCCM(Method):
     name = "dccm"
     config_class = DCCMConfig
     presets = PRESETS
-    # Stays float32 under auto: cpu preset, MNIST-5k, 3 seeds (AMD EPYC): bfloat16 median ACC 0.646,
-    # float32 0.736, more than 0.02 below (docs/RESULTS.md)
+    # Stays float32 under auto: cpu preset (targets per chunk), MNIST-5k, 3 seeds (AMD EPYC): bfloat16 median
+    # ACC 0.862, float32 0.965, more than 0.02 below (docs/RESULTS.md; the per-epoch preset: 0.646 / 0.736)
     auto_bfloat16 = False
 
     def check_input_shape(self, input_shape):
