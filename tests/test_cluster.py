@@ -132,8 +132,9 @@ def test_cluster_with_num_clusters_auto_chooses_k_first(folder, tmp_path):
     assert bad.returncode != 0 and "'auto'" in bad.stderr
 
 
-def test_kmeans_clusters_a_folder_smaller_than_a_training_batch(folder, tmp_path):
-    """k-means fits the whole set at once: a folder of fewer images than a training batch is fine."""
+def test_a_folder_smaller_than_a_training_batch(folder, tmp_path):
+    """k-means fits the whole set at once: a folder of fewer images than a training batch is fine; the
+    trained methods refuse it with an error that names the cause, and train with the smaller batch it suggests."""
     from tfcluster import run
 
     small = tmp_path / "few"
@@ -153,3 +154,7 @@ def test_kmeans_clusters_a_folder_smaller_than_a_training_batch(folder, tmp_path
     # run refuses it with the same clear error (it used to divide by zero)
     with pytest.raises(InputError, match=r"batch_size=32 is larger than the data \(12 samples\)"):
         run.cluster_folder(str(small), str(tmp_path / "out_gat"), 2, size="24", progress=False, log=lambda s: None)
+    # and the error's advice works: a smaller batch (the preset's large batch is the whole folder)
+    summary = run.cluster_folder(str(small), str(tmp_path / "out_gat4"), 2, size="28", progress=False,
+                                 overrides=("batch_size=4", "epochs=1", "width=0.125"), log=lambda s: None)
+    assert summary["images"] == 12 and sum(summary["cluster_sizes"]) == 12

@@ -99,10 +99,11 @@ def build(options: RunOptions, source: sources.Source | None = None):
     strategy = make_strategy(options.strategy)
     source = source or sources.load(options.dataset)
     k = resolve_num_clusters(options.num_clusters, source)
-    cfg = configs.resolve(options.method, options.preset, source.info, options.overrides)
+    cfg = configs.resolve(options.method, options.preset, source.info, options.overrides, validate=False)
     if method_cls.trainable and cfg.batch_size > len(source):  # k-means fits the whole set at once
         raise InputError(f"batch_size={cfg.batch_size} is larger than the data ({len(source)} samples): give "
                          f"more images, a smaller batch (--set=batch_size=N) or --method=kmeans")
+    cfg.validate()  # after the check above: data smaller than a batch is the cause to name
     set_seeds(options.seed, options.deterministic)
     modality = source.info.modality
     grayscale = bool(cfg.grayscale) and modality == "image"

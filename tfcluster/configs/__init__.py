@@ -80,11 +80,13 @@ def check(method: str, preset: str, overrides=()) -> None:
     config_lib.override(config_class(method)(), overrides)
 
 
-def resolve(method: str, preset: str, info, overrides=()):
-    """The config of a run: the preset for the dataset `info`, then the overrides; validated."""
+def resolve(method: str, preset: str, info, overrides=(), validate: bool = True):
+    """The config of a run: the preset for the dataset `info`, then the overrides; validated unless
+    `validate` is False (the caller then validates, after checks of its own that say more)."""
     check(method, preset, overrides)
     cfg = config_lib.override(presets(method)[preset](info), overrides)
-    cfg.validate()
+    if validate:
+        cfg.validate()
     return cfg
 
 
