@@ -134,3 +134,59 @@ def test_end_of_epoch_recalibration_runs_only_before_an_evaluation_unless_target
         end.begin()
         ran.append(bool(calls))
     assert ran == ([True] * 5 if every_epoch else [False, True, False, True, True])
+
+
+def test_consecutive_chunk_stages_share_one_pipeline_with_each_stages_own_batches(monkeypatch):
+    """data.pipeline.StageBatches: the batches of stage_dataset, stage by stage, from one pipeline per run of
+    chunk stages (resumed mid-stage too); a byte cap splits the runs; blocks of steps keep a pipeline each."""
+    from tfcluster.configs.base import AugmentConfig
+    from tfcluster.methods.plan import eager
+
+    rng = np.random.RandomState(0)
+    source = make_source("t", rng.randint(0, 255, (130, 6, 6, 1)).astype(np.uint8), np.arange(130) % 3,
+                         num_classes=3)
+    pre, aug = Preprocessor.fit(source.x), AugmentConfig(rotation=20.0, shift=0.1)
+    stages = chunk_stages(lambda b: {}, num_samples=130, chunk_size=40, repeats=2, batch_size=16, num_views=2,
+                          seed=3, epoch=2, begin_chunk=lambda c, i: {})
+    stages.insert(2, eager(lambda: {}, "between"))  # eager work between chunks: nothing to read
+    stages.append(Stage(step=lambda b: {}, steps=3, batch_size=8, num_views=1, name="other batch"))
+    stages = tuple(stages)
+
+    def reference(index, skip=0, block=1):
+        ds = pipeline.stage_dataset(source, pre, aug, stages[index], seed=3, epoch=2).skip(skip)
+        return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in (ds.batch(block) if block > 1 else ds)]
+
+    def read(feed, index, skip=0):
+        return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in feed.batches(index, skip)]
+
+    def assert_same(got, want):
+        assert len(got) == len(want) > 0
+        for g, w in zip(got, want):
+            assert g.keys() == w.keys()
+            for key in g:
+                np.testing.assert_array_equal(g[key], w[key])
+
+    opened = []
+    real_open = pipeline.StageBatches._open
+    monkeypatch.setattr(pipeline.StageBatches, "_open",
+                        lambda self, index, skip: opened.append((index, skip)) or real_open(self, index, skip))
+    with_steps = [i for i, s in enumerate(stages) if s.steps]
+    feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2)
+    for i in with_steps:
+        assert_same(read(feed, i), reference(i))
+    assert opened == [(0, 0), (4, 0)]  # the three chunks (across the eager stage) in one; the other batch size apart
+    opened.clear()
+    feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2)  # resumed in chunk 2 at its step 2
+    assert_same(read(feed, 1, skip=2), reference(1, skip=2))
+    assert_same(read(feed, 3), reference(3))
+    assert opened == [(1, 2)]
+    opened.clear()
+    monkeypatch.setattr(pipeline, "SHARED_PIPELINE_BYTES", 2 * 40 * 36)  # two chunks' images at most
+    feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2)
+    for i in with_steps[:3]:
+        assert_same(read(feed, i), reference(i))
+    assert opened == [(0, 0), (3, 0)]
+    opened.clear()
+    feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2, per_call=4)
+    assert_same(read(feed, 0), reference(0, block=4))
+    assert [len(b["index"]) for b in read(feed, 1)] == [4, 1] and opened == []

@@ -54,6 +54,38 @@ def _batch_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib.A
     return element
 
 
+def _shuffled_batches(source: Source, global_batch_size: int, seed: int, epoch: int,
+                      keep: np.ndarray | None = None, passes: int = 1, chunk: int = 0,
+                      steps: int | None = None) -> tf.data.Dataset:
+    """The un-augmented side of `_shuffled`: (batch of {"raw", "label", "index"}, seed pair [2]) elements.
+
+    `steps`: take this many (ValueError when the samples give fewer full batches).
+    """
+    if keep is None:
+        x, y, index = source.x, source.y, np.arange(len(source), dtype=np.int64)
+    else:
+        index = np.asarray(keep, np.int64)
+        x, y = source.x[index], source.y[index]
+    n = len(index)
+    if global_batch_size > n:
+        raise ValueError(f"batch size {global_batch_size} is larger than the dataset ({n} samples)")
+    if steps is not None and steps > int(passes) * n // global_batch_size:
+        raise ValueError(f"{steps} steps of batch {global_batch_size} need more than {passes} pass(es) over "
+                         f"{n} samples")
+    epoch_seed = _epoch_seed(seed, epoch)
+    if chunk:
+        epoch_seed = _epoch_seed(epoch_seed, chunk + 1)
+    ds = tf.data.Dataset.from_tensor_slices({"raw": x, "label": y, "index": index})
+    if passes == 1:
+        ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False)
+    else:
+        ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=True).repeat(int(passes))
+    ds = ds.batch(global_batch_size, drop_remainder=True)
+    seeds = tf.data.Dataset.random(seed=epoch_seed + 1).batch(2)
+    ds = tf.data.Dataset.zip((ds, seeds))
+    return ds if steps is None else ds.take(steps)
+
+
 def _shuffled(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
               global_batch_size: int, seed: int, epoch: int, num_views: int = 1,
               keep: np.ndarray | None = None, passes: int = 1, chunk: int = 0) -> tf.data.Dataset:
@@ -66,26 +98,9 @@ def _shuffled(source: Source, preprocessor: Preprocessor, augment: augment_lib.A
     stage's number among the epoch's chunks; chunk c > 0 seeds its order and
     draws from (seed, epoch, c), so two chunks of an epoch draw differently.
     """
-    if keep is None:
-        x, y, index = source.x, source.y, np.arange(len(source), dtype=np.int64)
-    else:
-        index = np.asarray(keep, np.int64)
-        x, y = source.x[index], source.y[index]
-    n = len(index)
-    if global_batch_size > n:
-        raise ValueError(f"batch size {global_batch_size} is larger than the dataset ({n} samples)")
-    epoch_seed = _epoch_seed(seed, epoch)
-    if chunk:
-        epoch_seed = _epoch_seed(epoch_seed, chunk + 1)
-    ds = tf.data.Dataset.from_tensor_slices({"raw": x, "label": y, "index": index})
-    if passes == 1:
-        ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False)
-    else:
-        ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=True).repeat(int(passes))
-    ds = ds.batch(global_batch_size, drop_remainder=True)
-    seeds = tf.data.Dataset.random(seed=epoch_seed + 1).batch(2)
+    ds = _shuffled_batches(source, global_batch_size, seed, epoch, keep=keep, passes=passes, chunk=chunk)
     make = _shuffled_batch_fn(source, preprocessor, augment, num_views)
-    ds = tf.data.Dataset.zip((ds, seeds)).map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -180,6 +195,96 @@ def stage_dataset(source: Source, preprocessor: Preprocessor, augment: augment_l
         ds = _shuffled(source, preprocessor, augment, stage.batch_size, seed, epoch, num_views=stage.num_views,
                        keep=stage.indices, passes=stage.repeats, chunk=stage.chunk)
     return ds.take(stage.steps).with_options(training_options())
+
+
+# Images a shared pipeline's stages may hold at once (each stage's copy of its samples): bounds the
+# memory of an epoch of large images; MNIST's 1,000-image chunks (0.8 MB) share whole epochs.
+SHARED_PIPELINE_BYTES = 64 * 2**20
+
+
+class StageBatches:
+    """The training batches of one epoch plan's stages, stage by stage: `batches(index, skip)`.
+
+    Consecutive "shuffle" stages with steps, of one batch size and view count
+    (an epoch's chunks: DAC's, DCCM's), share one input pipeline: one
+    augmentation map and one iterator over all their batches, which prefetches
+    a stage's first batches while the stage's `begin` computes its targets
+    (the targets need the network trained up to the stage; the batches do
+    not). The batches are `stage_dataset`'s, stage by stage (a test checks
+    it). A pipeline of its own for each chunk cost 50-80 ms a stage, tracing
+    the map and instantiating its iterator: about 10% of DAC's bfloat16 steps
+    over a 1,000-image chunk on a 2-core Xeon with AMX (docs/RESULTS.md).
+    Other stages, and blocks of `per_call` > 1 steps a call ([n, B, ...],
+    never across a stage's end), get a `stage_dataset` of their own.
+    """
+
+    def __init__(self, source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
+                 stages, seed: int, epoch: int, per_call: int = 1):
+        self.source, self.preprocessor, self.augment = source, preprocessor, augment
+        self.stages, self.seed, self.epoch, self.per_call = tuple(stages), int(seed), int(epoch), int(per_call)
+        self._iterator, self._pending = None, []
+
+    def _shared(self, stage: Stage) -> bool:
+        return self.per_call == 1 and bool(stage.steps) and stage.order == "shuffle"
+
+    def _group(self, index: int) -> list:
+        """Indices of the stages that share a pipeline starting at stage `index`."""
+        first = self.stages[index]
+        per_sample = self.source.x.nbytes / max(len(self.source), 1)
+
+        def size(stage):
+            return per_sample * (len(self.source) if stage.indices is None else len(stage.indices))
+
+        members, held = [index], size(first)
+        for j in range(index + 1, len(self.stages)):
+            stage = self.stages[j]
+            if not stage.steps:  # eager work between chunks: nothing to read
+                continue
+            if not self._shared(stage) or (stage.batch_size, stage.num_views) != (first.batch_size, first.num_views):
+                break
+            held += size(stage)
+            if held > SHARED_PIPELINE_BYTES:
+                break
+            members.append(j)
+        return members
+
+    def _open(self, index: int, skip: int) -> None:
+        members = self._group(index)
+        parts, steps = [], []
+        for j in members:
+            stage = self.stages[j]
+            part = _shuffled_batches(self.source, stage.batch_size, self.seed, self.epoch, keep=stage.indices,
+                                     passes=stage.repeats, chunk=stage.chunk, steps=stage.steps)
+            parts.append(part.skip(skip) if j == index and skip else part)
+            steps.append(stage.steps - (skip if j == index else 0))
+        if len(parts) == 1:
+            ds = parts[0]
+        else:
+            choice = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(parts), dtype=np.int64), steps))
+            ds = tf.data.Dataset.choose_from_datasets(parts, choice)
+        make = _shuffled_batch_fn(self.source, self.preprocessor, self.augment, self.stages[index].num_views)
+        ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+        self._iterator, self._pending = iter(ds.with_options(training_options())), members
+
+    def batches(self, index: int, skip: int = 0):
+        """An iterator over stage `index`'s batches after its first `skip` (blocks of `per_call` when > 1)."""
+        stage = self.stages[index]
+        if not self._shared(stage):
+            ds = stage_dataset(self.source, self.preprocessor, self.augment, stage, self.seed, self.epoch)
+            ds = ds.skip(skip) if skip else ds
+            return iter(ds.batch(self.per_call) if self.per_call > 1 else ds)
+        if skip or self._pending[:1] != [index]:
+            self._open(index, skip)
+        self._pending = self._pending[1:]
+        return self._take(self._iterator, stage.steps - skip, stage.name)
+
+    @staticmethod
+    def _take(iterator, n: int, name: str):
+        for i in range(n):
+            try:
+                yield next(iterator)
+            except StopIteration:
+                raise RuntimeError(f"stage {name!r}: its input pipeline ended after {i} of {n} batches") from None
 
 
 def training_options() -> tf.data.Options:

@@ -5,7 +5,9 @@
           stage.begin()                  eager: schedules, targets, k-means, calibration
           for global batch of the stage: tf.function: strategy.run(stage.step)
                                          (config.steps_per_call > 1: a block of that many batches
-                                         per call, the steps in a loop inside the tf.function)
+                                         per call, the steps in a loop inside the tf.function;
+                                         consecutive chunk stages read one input pipeline,
+                                         data.pipeline.StageBatches)
       checkpoint / evaluate / summarise  eager, on the host
 
 Checkpoints (`tf.train.CheckpointManager`, which writes files first and then
@@ -396,6 +398,9 @@ class Trainer:
             plan = self.method.epoch_plan(epoch, self.predict_all)
             progress.begin_epoch(epoch, plan.steps)
             elapsed, done, epoch_images, epoch_steps = 0.0, 0, 0, 0
+            per_call = int(cfg.steps_per_call)
+            feed = pipeline.StageBatches(self.source, self.preprocessor, cfg.augment, plan.stages, self.seed, epoch,
+                                         per_call=per_call)
             for index, stage in enumerate(plan.stages):
                 skip = 0
                 if epoch == start and resume_stage >= 0:
@@ -410,15 +415,13 @@ class Trainer:
                     summaries.write_logs(self.writer, stage.begin(), int(self.step.numpy()))
                 if not stage.steps:
                     continue
-                per_call = int(cfg.steps_per_call)
                 step_fn = self._distributed_step(stage.step, block=per_call > 1)
                 t0 = time.perf_counter()
-                dataset = pipeline.stage_dataset(self.source, self.preprocessor, cfg.augment, stage, self.seed, epoch)
-                dataset = dataset.skip(skip) if skip else dataset
+                batches = feed.batches(index, skip)
                 done += skip
                 in_stage = skip
                 progress.phase(stage.name, steps=True)
-                for batch in dataset.batch(per_call) if per_call > 1 else dataset:
+                for batch in batches:
                     n = int(tf.nest.flatten(batch)[0].shape[0]) if per_call > 1 else 1
                     out = self._train_step(step_fn, distribute_batch(self.strategy, batch, axis=int(per_call > 1)),
                                            epoch)
