@@ -20,6 +20,8 @@ setuptools.setup(
         "numpy",
         "scipy",
         "scikit-learn",
+        # NumPy's BLAS threads limited while training (training.loop); scikit-learn installs it too.
+        "threadpoolctl",
         "absl-py",
         # tf.summary needs it; TensorFlow 2.21 no longer installs it.
         "tensorboard",

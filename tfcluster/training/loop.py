@@ -38,6 +38,7 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
+import threadpoolctl
 
 from tfcluster.data import pipeline
 from tfcluster.data.sources import Source
@@ -370,7 +371,10 @@ class Trainer:
             self.log(f"resumed from {resumed} (epoch {int(self.epoch.numpy())}, step {int(self.step.numpy())})")
         if not self.method.trainable:
             return self._run_fit(resumed)
-        with self._stop_signals():
+        # NumPy's BLAS on one thread while training: the stages' host work (targets, similarities) is small,
+        # and OpenBLAS's threads spin for ~0.1 s after each call, taking the cores from the next steps
+        # (DAC's first step after a chunk's targets took 67 ms against 42, bfloat16, 2-core Xeon; RESULTS.md).
+        with self._stop_signals(), threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
             return self._run_epochs(resumed)
 
     def _run_epochs(self, resumed) -> TrainResult:
