@@ -154,6 +154,28 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, pe
     assert all(np.all(np.isfinite(w)) for w in weights)
 
 
+class _BlasWatchingDAC(DAC):
+    """DAC that records, in each epoch's eager work, how many threads NumPy's BLAS may use."""
+
+    seen = []
+
+    def begin_epoch(self, epoch, predict_all):
+        import threadpoolctl
+
+        _BlasWatchingDAC.seen += [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        return super().begin_epoch(epoch, predict_all)
+
+
+def test_numpy_blas_runs_on_one_thread_while_training_only(tmp_path, monkeypatch):
+    import threadpoolctl
+
+    before = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    monkeypatch.setattr(run.methods, "get", lambda name: _BlasWatchingDAC)
+    run.train(_options(tmp_path, epochs=1), log=lambda m: None)
+    assert before and _BlasWatchingDAC.seen == [1] * len(before)
+    assert [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"] == before
+
+
 def _scalars(workdir, tag):
     import glob
 
