@@ -190,3 +190,14 @@ def test_consecutive_chunk_stages_share_one_pipeline_with_each_stages_own_batche
     feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2, per_call=4)
     assert_same(read(feed, 0), reference(0, block=4))
     assert [len(b["index"]) for b in read(feed, 1)] == [4, 1] and opened == []
+    # GATCluster's large batches ("chunk" order: each sample transformed once, passes in new orders)
+    monkeypatch.setattr(pipeline, "SHARED_PIPELINE_BYTES", 64 * 2**20)
+    rounds = pipeline.chunk_order(130, 50, seed=3, epoch=2)
+    stages = tuple(Stage(step=lambda b: {}, steps=3 * (50 // 16), batch_size=16, indices=idx, repeats=3, num_views=2,
+                         order="chunk", chunk=r, name=f"large batch {r + 1}") for r, idx in enumerate(rounds))
+    feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2)
+    for i in range(len(stages)):
+        assert_same(read(feed, i), reference(i))
+    assert opened == [(0, 0)]
+    feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2)
+    assert_same(read(feed, 0, skip=4), reference(0, skip=4))

@@ -180,6 +180,52 @@ def _chunk(source: Source, indices: np.ndarray, preprocessor: Preprocessor,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def _chunk_batches(source: Source, indices: np.ndarray, augment: augment_lib.AugmentConfig | None,
+                   global_batch_size: int, seed: int, epoch: int, round_index: int, repeats: int = 1,
+                   num_views: int = 1) -> tf.data.Dataset:
+    """`_chunk`'s mini-batches before the augmentation map, each batch's samples copied out in order.
+
+    Elements: {"raw" [B, ...], "label" [B], "index" [B] (position in `indices`),
+    "params": {name: [B, V]} the views' augmentation parameters}; `_chunk_batch_fn`
+    turns one into `_chunk`'s element. Holds `repeats` copies of the chunk's images.
+    """
+    indices = np.asarray(indices)
+    m = len(indices)
+    if global_batch_size > m:
+        raise ValueError(f"batch size {global_batch_size} is larger than the large batch ({m} samples)")
+    round_seed = _epoch_seed(_epoch_seed(seed, epoch), round_index + 1)
+    rng = np.random.RandomState(round_seed)
+    per_pass = (m // global_batch_size) * global_batch_size
+    order = np.concatenate([rng.permutation(m)[:per_pass] for _ in range(repeats)]).astype(np.int64)
+    aug = augment or augment_lib.AugmentConfig()
+    params = augment_lib.draw(aug, tf.constant([round_seed, 0], tf.int64), m * num_views)
+    params = {k: tf.reshape(v, [m, num_views]).numpy()[order] for k, v in params.items()}
+    elements = {"raw": source.x[indices][order], "label": source.y[indices][order], "index": order, "params": params}
+    return tf.data.Dataset.from_tensor_slices(elements).batch(global_batch_size, drop_remainder=True)
+
+
+_CHUNK_BATCH_FNS: dict = {}  # as _BATCH_FNS, for _chunk_batches' elements
+
+
+def _chunk_batch_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
+                    num_views: int):
+    """fn(_chunk_batches element) -> a training element, one tf.function per (source, preprocessor, augment, views)."""
+    key = (id(source), id(preprocessor), augment, int(num_views))
+    if key in _CHUNK_BATCH_FNS and _CHUNK_BATCH_FNS[key][0] is source and _CHUNK_BATCH_FNS[key][1] is preprocessor:
+        return _CHUNK_BATCH_FNS[key][2]
+    batch_fn = _batch_fn(source, preprocessor, augment, num_views)
+
+    @tf.function(reduce_retracing=True)
+    def make(batch):
+        views = {k: tf.reshape(v, [-1]) for k, v in batch["params"].items()}
+        return batch_fn(batch["raw"], batch["label"], batch["index"], views)
+
+    if len(_CHUNK_BATCH_FNS) >= 8:
+        _CHUNK_BATCH_FNS.pop(next(iter(_CHUNK_BATCH_FNS)))
+    _CHUNK_BATCH_FNS[key] = (source, preprocessor, make)
+    return make
+
+
 def stage_dataset(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
                   stage: Stage, seed: int, epoch: int) -> tf.data.Dataset:
     """The `stage.steps` global batches of one stage (methods.plan.Stage), in its order.
@@ -205,8 +251,10 @@ SHARED_PIPELINE_BYTES = 64 * 2**20
 class StageBatches:
     """The training batches of one epoch plan's stages, stage by stage: `batches(index, skip)`.
 
-    Consecutive "shuffle" stages with steps, of one batch size and view count
-    (an epoch's chunks: DAC's, DCCM's), share one input pipeline: one
+    Consecutive stages with steps, of one order, batch size and view count
+    (an epoch's chunks: DAC's, DCCM's; GATCluster's large batches, whose
+    `repeats` passes are copied out in order, up to SHARED_PIPELINE_BYTES),
+    share one input pipeline: one
     augmentation map and one iterator over all their batches, which prefetches
     a stage's first batches while the stage's `begin` computes its targets
     (the targets need the network trained up to the stage; the batches do
@@ -224,25 +272,28 @@ class StageBatches:
         self.stages, self.seed, self.epoch, self.per_call = tuple(stages), int(seed), int(epoch), int(per_call)
         self._iterator, self._pending = None, []
 
+    def _size(self, stage: Stage) -> float:
+        """Bytes of images the stage's part of a shared pipeline holds."""
+        per_sample = self.source.x.nbytes / max(len(self.source), 1)
+        samples = len(self.source) if stage.indices is None else len(stage.indices)
+        return per_sample * samples * (stage.repeats if stage.order == "chunk" else 1)
+
     def _shared(self, stage: Stage) -> bool:
-        return self.per_call == 1 and bool(stage.steps) and stage.order == "shuffle"
+        return (self.per_call == 1 and bool(stage.steps) and (stage.order == "shuffle" or (
+            stage.order == "chunk" and self._size(stage) <= SHARED_PIPELINE_BYTES)))
 
     def _group(self, index: int) -> list:
         """Indices of the stages that share a pipeline starting at stage `index`."""
         first = self.stages[index]
-        per_sample = self.source.x.nbytes / max(len(self.source), 1)
-
-        def size(stage):
-            return per_sample * (len(self.source) if stage.indices is None else len(stage.indices))
-
-        members, held = [index], size(first)
+        kind = (first.order, first.batch_size, first.num_views)
+        members, held = [index], self._size(first)
         for j in range(index + 1, len(self.stages)):
             stage = self.stages[j]
             if not stage.steps:  # eager work between chunks: nothing to read
                 continue
-            if not self._shared(stage) or (stage.batch_size, stage.num_views) != (first.batch_size, first.num_views):
+            if not self._shared(stage) or (stage.order, stage.batch_size, stage.num_views) != kind:
                 break
-            held += size(stage)
+            held += self._size(stage)
             if held > SHARED_PIPELINE_BYTES:
                 break
             members.append(j)
@@ -251,10 +302,19 @@ class StageBatches:
     def _open(self, index: int, skip: int) -> None:
         members = self._group(index)
         parts, steps = [], []
+        first = self.stages[index]
         for j in members:
             stage = self.stages[j]
-            part = _shuffled_batches(self.source, stage.batch_size, self.seed, self.epoch, keep=stage.indices,
-                                     passes=stage.repeats, chunk=stage.chunk, steps=stage.steps)
+            if first.order == "chunk":
+                part = _chunk_batches(self.source, stage.indices, self.augment, stage.batch_size, self.seed,
+                                      self.epoch, stage.chunk, stage.repeats, stage.num_views)
+                if stage.steps > int(part.cardinality()):
+                    raise ValueError(f"stage {stage.name!r}: {stage.steps} steps of batch {stage.batch_size} need "
+                                     f"more than {stage.repeats} pass(es) over its {len(stage.indices)} samples")
+                part = part.take(stage.steps)
+            else:
+                part = _shuffled_batches(self.source, stage.batch_size, self.seed, self.epoch, keep=stage.indices,
+                                         passes=stage.repeats, chunk=stage.chunk, steps=stage.steps)
             parts.append(part.skip(skip) if j == index and skip else part)
             steps.append(stage.steps - (skip if j == index else 0))
         if len(parts) == 1:
@@ -262,7 +322,8 @@ class StageBatches:
         else:
             choice = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(parts), dtype=np.int64), steps))
             ds = tf.data.Dataset.choose_from_datasets(parts, choice)
-        make = _shuffled_batch_fn(self.source, self.preprocessor, self.augment, self.stages[index].num_views)
+        make = (_chunk_batch_fn if first.order == "chunk" else _shuffled_batch_fn)(
+            self.source, self.preprocessor, self.augment, first.num_views)
         ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
         self._iterator, self._pending = iter(ds.with_options(training_options())), members
 
