@@ -1,8 +1,9 @@
 """tf.data input pipelines: shuffle -> batch -> map(batched augment, AUTOTUNE) -> prefetch.
 
 `stage_dataset` builds the mini-batches of one stage of an epoch plan
-(methods.plan.Stage), in the stage's order; `eval_dataset` the clean images
-in source order for inference passes.
+(methods.plan.Stage), in the stage's order; `StageBatches` reads an epoch's
+stages, consecutive chunks from one pipeline (the same batches); `eval_dataset`
+the clean images in source order for inference passes.
 
 Training elements are dicts:
   "image"  float32 [B, H, W, C'] the un-augmented, preprocessed images
