@@ -90,16 +90,13 @@ def build_dccm_net(input_shape, num_clusters: int, width: float = 1.0, bn_moment
     if x.shape[1] != 1 or x.shape[2] != 1:
         raise ValueError(f"DCCM network ends in a {x.shape[1]}x{x.shape[2]} map, expected 1x1")
     conv = keras.layers.Flatten(name="conv_features")(x)
-    # Under mixed precision the head (fc1 onwards) is a float32 island, as DAC's is (nets.allconv): the
-    # pseudo-labels and the pseudo-graph threshold its probabilities near 1.
-    f32 = "float32"
-    fc = keras.layers.Dense(scaled(spec["fc"], width), use_bias=False, name="fc1", dtype=f32)(conv)
-    fc = bn_relu(fc, bn_momentum, "fc1_", dtype=f32)
-    logits = keras.layers.Dense(num_clusters, use_bias=not logits_bn, name="logits", dtype=f32)(fc)
+    fc = keras.layers.Dense(scaled(spec["fc"], width), use_bias=False, name="fc1")(conv)
+    fc = bn_relu(fc, bn_momentum, "fc1_")
+    logits = keras.layers.Dense(num_clusters, use_bias=not logits_bn, name="logits")(fc)
     h = logits
     if logits_bn:
-        h = BatchNorm(momentum=bn_momentum, synchronized=True, name="logits_bn", dtype=f32)(h)
-    probs = keras.layers.Softmax(name="probabilities", dtype=f32)(h)
+        h = BatchNorm(momentum=bn_momentum, synchronized=True, name="logits_bn")(h)
+    probs = keras.layers.Softmax(name="probabilities", dtype="float32")(h)  # float32 under mixed precision
     outputs = {"probabilities": probs, "shallow": shallow_map, "deep": fc if deep == "paper" else logits,
                "conv": conv, "fc": fc}
     return keras.Model(inputs, outputs, name=f"dccm_{variant}")
