@@ -145,6 +145,22 @@ def chunk_order(num_samples: int, round_size: int, seed: int, epoch: int) -> lis
     return [perm[r * round_size:(r + 1) * round_size] for r in range(num_samples // round_size)]
 
 
+def _chunk_draws(m: int, augment: augment_lib.AugmentConfig | None, global_batch_size: int, seed: int, epoch: int,
+                 round_index: int, repeats: int, num_views: int) -> tuple:
+    """A round's positions in train order, int64 [repeats * floor(M / batch) * batch] (a new permutation of
+    0..M-1 each pass), and its views' augmentation parameters, {name: float32 [M, V]}: pure functions of
+    (seed, epoch, round)."""
+    if global_batch_size > m:
+        raise ValueError(f"batch size {global_batch_size} is larger than the large batch ({m} samples)")
+    round_seed = _epoch_seed(_epoch_seed(seed, epoch), round_index + 1)
+    rng = np.random.RandomState(round_seed)
+    per_pass = (m // global_batch_size) * global_batch_size
+    order = np.concatenate([rng.permutation(m)[:per_pass] for _ in range(repeats)]).astype(np.int64)
+    aug = augment or augment_lib.AugmentConfig()
+    params = augment_lib.draw(aug, tf.constant([round_seed, 0], tf.int64), m * num_views)
+    return order, {k: tf.reshape(v, [m, num_views]).numpy() for k, v in params.items()}
+
+
 def _chunk(source: Source, indices: np.ndarray, preprocessor: Preprocessor,
            augment: augment_lib.AugmentConfig | None, global_batch_size: int, seed: int, epoch: int,
            round_index: int, repeats: int = 1, num_views: int = 1) -> tf.data.Dataset:
@@ -158,18 +174,11 @@ def _chunk(source: Source, indices: np.ndarray, preprocessor: Preprocessor,
     `indices` (0..M-1), where the chunk's targets are stored.
     """
     indices = np.asarray(indices)
-    m = len(indices)
-    if global_batch_size > m:
-        raise ValueError(f"batch size {global_batch_size} is larger than the large batch ({m} samples)")
-    round_seed = _epoch_seed(_epoch_seed(seed, epoch), round_index + 1)
-    rng = np.random.RandomState(round_seed)
-    per_pass = (m // global_batch_size) * global_batch_size
-    order = np.concatenate([rng.permutation(m)[:per_pass] for _ in range(repeats)]).astype(np.int64)
+    order, params = _chunk_draws(len(indices), augment, global_batch_size, seed, epoch, round_index, repeats,
+                                 num_views)
     raw = tf.constant(source.x[indices])
     labels = tf.constant(source.y[indices])
-    aug = augment or augment_lib.AugmentConfig()
-    params = augment_lib.draw(aug, tf.constant([round_seed, 0], tf.int64), m * num_views)
-    params = {k: tf.reshape(v, [m, num_views]) for k, v in params.items()}
+    params = {k: tf.constant(v) for k, v in params.items()}
     batch_fn = _batch_fn(source, preprocessor, augment, num_views)
 
     def make(pos):
@@ -183,26 +192,24 @@ def _chunk(source: Source, indices: np.ndarray, preprocessor: Preprocessor,
 
 def _chunk_batches(source: Source, indices: np.ndarray, augment: augment_lib.AugmentConfig | None,
                    global_batch_size: int, seed: int, epoch: int, round_index: int, repeats: int = 1,
-                   num_views: int = 1) -> tf.data.Dataset:
+                   num_views: int = 1, steps: int | None = None) -> tf.data.Dataset:
     """`_chunk`'s mini-batches before the augmentation map, each batch's samples copied out in order.
 
     Elements: {"raw" [B, ...], "label" [B], "index" [B] (position in `indices`),
     "params": {name: [B, V]} the views' augmentation parameters}; `_chunk_batch_fn`
     turns one into `_chunk`'s element. Holds `repeats` copies of the chunk's images.
+    `steps`: take this many (ValueError when the passes give fewer).
     """
     indices = np.asarray(indices)
-    m = len(indices)
-    if global_batch_size > m:
-        raise ValueError(f"batch size {global_batch_size} is larger than the large batch ({m} samples)")
-    round_seed = _epoch_seed(_epoch_seed(seed, epoch), round_index + 1)
-    rng = np.random.RandomState(round_seed)
-    per_pass = (m // global_batch_size) * global_batch_size
-    order = np.concatenate([rng.permutation(m)[:per_pass] for _ in range(repeats)]).astype(np.int64)
-    aug = augment or augment_lib.AugmentConfig()
-    params = augment_lib.draw(aug, tf.constant([round_seed, 0], tf.int64), m * num_views)
-    params = {k: tf.reshape(v, [m, num_views]).numpy()[order] for k, v in params.items()}
-    elements = {"raw": source.x[indices][order], "label": source.y[indices][order], "index": order, "params": params}
-    return tf.data.Dataset.from_tensor_slices(elements).batch(global_batch_size, drop_remainder=True)
+    order, params = _chunk_draws(len(indices), augment, global_batch_size, seed, epoch, round_index, repeats,
+                                 num_views)
+    if steps is not None and steps > len(order) // global_batch_size:
+        raise ValueError(f"{steps} steps of batch {global_batch_size} need more than {repeats} pass(es) over "
+                         f"{len(indices)} samples")
+    elements = {"raw": source.x[indices][order], "label": source.y[indices][order], "index": order,
+                "params": {k: v[order] for k, v in params.items()}}
+    ds = tf.data.Dataset.from_tensor_slices(elements).batch(global_batch_size, drop_remainder=True)
+    return ds if steps is None else ds.take(steps)
 
 
 _CHUNK_BATCH_FNS: dict = {}  # as _BATCH_FNS, for _chunk_batches' elements
@@ -308,11 +315,7 @@ class StageBatches:
             stage = self.stages[j]
             if first.order == "chunk":
                 part = _chunk_batches(self.source, stage.indices, self.augment, stage.batch_size, self.seed,
-                                      self.epoch, stage.chunk, stage.repeats, stage.num_views)
-                if stage.steps > int(part.cardinality()):
-                    raise ValueError(f"stage {stage.name!r}: {stage.steps} steps of batch {stage.batch_size} need "
-                                     f"more than {stage.repeats} pass(es) over its {len(stage.indices)} samples")
-                part = part.take(stage.steps)
+                                      self.epoch, stage.chunk, stage.repeats, stage.num_views, steps=stage.steps)
             else:
                 part = _shuffled_batches(self.source, stage.batch_size, self.seed, self.epoch, keep=stage.indices,
                                          passes=stage.repeats, chunk=stage.chunk, steps=stage.steps)
