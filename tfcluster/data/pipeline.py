@@ -105,33 +105,42 @@ def _shuffled(source: Source, preprocessor: Preprocessor, augment: augment_lib.A
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-_BATCH_FNS: dict = {}  # (ids of source and preprocessor, augment, views) -> (source, preprocessor, tf.function)
+_BATCH_FNS: dict = {}  # (kind, ids of source and preprocessor, augment, views) -> (source, preprocessor, tf.function)
 
 
-def _shuffled_batch_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
-                       num_views: int):
-    """fn(batch, seed pair) -> a training element, one tf.function per (source, preprocessor, augment, views).
+def _cached_batch_fn(kind: str, source: Source, preprocessor: Preprocessor, build):
+    """`build()`'s tf.function, made once per (kind, source, preprocessor, augment, views) key.
 
     Dataset.map traces the function it is given for every new dataset; given a
     tf.function, it traces a call of it, whose graph is traced once: epochs of
     many stages (chunks) then build their datasets in milliseconds instead of
     retracing the augmentation each time (0.2-0.4 s a stage on 2 CPUs).
     """
-    key = (id(source), id(preprocessor), augment, int(num_views))
+    key = (kind, id(source), id(preprocessor))
     if key in _BATCH_FNS and _BATCH_FNS[key][0] is source and _BATCH_FNS[key][1] is preprocessor:
         return _BATCH_FNS[key][2]
-    batch_fn = _batch_fn(source, preprocessor, augment, num_views)
-    aug = augment or augment_lib.AugmentConfig()
-
-    @tf.function(reduce_retracing=True)
-    def make(batch, pair):
-        params = augment_lib.draw(aug, pair, tf.shape(batch["index"])[0] * num_views)
-        return batch_fn(batch["raw"], batch["label"], batch["index"], params)
-
-    if len(_BATCH_FNS) >= 8:  # runs in one process (tests) each keep their source alive here: a few at most
+    if len(_BATCH_FNS) >= 16:  # runs in one process (tests) each keep their source alive here: a few at most
         _BATCH_FNS.pop(next(iter(_BATCH_FNS)))
-    _BATCH_FNS[key] = (source, preprocessor, make)
-    return make
+    _BATCH_FNS[key] = (source, preprocessor, build())
+    return _BATCH_FNS[key][2]
+
+
+def _shuffled_batch_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
+                       num_views: int):
+    """fn(batch, seed pair) -> a training element, one tf.function per (source, preprocessor, augment, views)."""
+
+    def build():
+        batch_fn = _batch_fn(source, preprocessor, augment, num_views)
+        aug = augment or augment_lib.AugmentConfig()
+
+        @tf.function(reduce_retracing=True)
+        def make(batch, pair):
+            params = augment_lib.draw(aug, pair, tf.shape(batch["index"])[0] * num_views)
+            return batch_fn(batch["raw"], batch["label"], batch["index"], params)
+
+        return make
+
+    return _cached_batch_fn(("shuffled", augment, int(num_views)), source, preprocessor, build)
 
 
 def chunk_order(num_samples: int, round_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -212,26 +221,21 @@ def _chunk_batches(source: Source, indices: np.ndarray, augment: augment_lib.Aug
     return ds if steps is None else ds.take(steps)
 
 
-_CHUNK_BATCH_FNS: dict = {}  # as _BATCH_FNS, for _chunk_batches' elements
-
-
 def _chunk_batch_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
                     num_views: int):
     """fn(_chunk_batches element) -> a training element, one tf.function per (source, preprocessor, augment, views)."""
-    key = (id(source), id(preprocessor), augment, int(num_views))
-    if key in _CHUNK_BATCH_FNS and _CHUNK_BATCH_FNS[key][0] is source and _CHUNK_BATCH_FNS[key][1] is preprocessor:
-        return _CHUNK_BATCH_FNS[key][2]
-    batch_fn = _batch_fn(source, preprocessor, augment, num_views)
 
-    @tf.function(reduce_retracing=True)
-    def make(batch):
-        views = {k: tf.reshape(v, [-1]) for k, v in batch["params"].items()}
-        return batch_fn(batch["raw"], batch["label"], batch["index"], views)
+    def build():
+        batch_fn = _batch_fn(source, preprocessor, augment, num_views)
 
-    if len(_CHUNK_BATCH_FNS) >= 8:
-        _CHUNK_BATCH_FNS.pop(next(iter(_CHUNK_BATCH_FNS)))
-    _CHUNK_BATCH_FNS[key] = (source, preprocessor, make)
-    return make
+        @tf.function(reduce_retracing=True)
+        def make(batch):
+            views = {k: tf.reshape(v, [-1]) for k, v in batch["params"].items()}
+            return batch_fn(batch["raw"], batch["label"], batch["index"], views)
+
+        return make
+
+    return _cached_batch_fn(("chunk", augment, int(num_views)), source, preprocessor, build)
 
 
 def stage_dataset(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
