@@ -105,11 +105,11 @@ def _shuffled(source: Source, preprocessor: Preprocessor, augment: augment_lib.A
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-_BATCH_FNS: dict = {}  # (kind, ids of source and preprocessor, augment, views) -> (source, preprocessor, tf.function)
+_BATCH_FNS: dict = {}  # ((order, augment, views), ids of source and preprocessor) -> (source, preprocessor, tf.function)
 
 
-def _cached_batch_fn(kind: str, source: Source, preprocessor: Preprocessor, build):
-    """`build()`'s tf.function, made once per (kind, source, preprocessor, augment, views) key.
+def _cached_batch_fn(kind: tuple, source: Source, preprocessor: Preprocessor, build):
+    """`build()`'s tf.function, made once per `kind` (stage order, augment, views), source and preprocessor.
 
     Dataset.map traces the function it is given for every new dataset; given a
     tf.function, it traces a call of it, whose graph is traced once: epochs of
