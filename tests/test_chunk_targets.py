@@ -136,9 +136,11 @@ def test_end_of_epoch_recalibration_runs_only_before_an_evaluation_unless_target
     assert ran == ([True] * 5 if every_epoch else [False, True, False, True, True])
 
 
-def test_consecutive_chunk_stages_share_one_pipeline_with_each_stages_own_batches(monkeypatch):
-    """data.pipeline.StageBatches: the batches of stage_dataset, stage by stage, from one pipeline per run of
-    chunk stages (resumed mid-stage too); a byte cap splits the runs; blocks of steps keep a pipeline each."""
+def test_stage_batches_read_one_pipeline_per_kind_for_the_run_with_each_stages_own_batches(monkeypatch):
+    """data.pipeline.StageBatches: the batches of stage_dataset, stage by stage and epoch by epoch, from one
+    pipeline per kind of stage for the whole run; resumed mid-stage, read out of turn, or left mid-stage (a
+    stop), the batches stay right; a byte cap splits the stages put in together; blocks of steps keep a
+    pipeline each."""
     from tfcluster.configs.base import AugmentConfig
     from tfcluster.methods.plan import eager
 
@@ -146,18 +148,21 @@ def test_consecutive_chunk_stages_share_one_pipeline_with_each_stages_own_batche
     source = make_source("t", rng.randint(0, 255, (130, 6, 6, 1)).astype(np.uint8), np.arange(130) % 3,
                          num_classes=3)
     pre, aug = Preprocessor.fit(source.x), AugmentConfig(rotation=20.0, shift=0.1)
-    stages = chunk_stages(lambda b: {}, num_samples=130, chunk_size=40, repeats=2, batch_size=16, num_views=2,
-                          seed=3, epoch=2, begin_chunk=lambda c, i: {})
-    stages.insert(2, eager(lambda: {}, "between"))  # eager work between chunks: nothing to read
-    stages.append(Stage(step=lambda b: {}, steps=3, batch_size=8, num_views=1, name="other batch"))
-    stages = tuple(stages)
 
-    def reference(index, skip=0, block=1):
-        ds = pipeline.stage_dataset(source, pre, aug, stages[index], seed=3, epoch=2).skip(skip)
+    def epoch_stages(epoch, repeats=2):
+        stages = chunk_stages(lambda b: {}, num_samples=130, chunk_size=40, repeats=repeats, batch_size=16,
+                              num_views=2, seed=3, epoch=epoch, begin_chunk=lambda c, i: {})
+        stages.insert(2, eager(lambda: {}, "between"))  # eager work between chunks: nothing to read
+        stages.append(Stage(step=lambda b: {}, steps=3, batch_size=8, num_views=1, name="other batch"))
+        return tuple(stages)
+
+    def reference(stages, epoch, index, skip=0, block=1):
+        ds = pipeline.stage_dataset(source, pre, aug, stages[index], seed=3, epoch=epoch).skip(skip)
         return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in (ds.batch(block) if block > 1 else ds)]
 
-    def read(feed, index, skip=0):
-        return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in feed.batches(index, skip)]
+    def read(feed, index, skip=0, n=None):
+        batches = feed.batches(index, skip)
+        return [tf.nest.map_structure(lambda t: t.numpy(), b) for _, b in zip(range(n or 10**6), batches)]
 
     def assert_same(got, want):
         assert len(got) == len(want) > 0
@@ -166,38 +171,101 @@ def test_consecutive_chunk_stages_share_one_pipeline_with_each_stages_own_batche
             for key in g:
                 np.testing.assert_array_equal(g[key], w[key])
 
-    opened = []
-    real_open = pipeline.StageBatches._open
-    monkeypatch.setattr(pipeline.StageBatches, "_open",
-                        lambda self, index, skip: opened.append((index, skip)) or real_open(self, index, skip))
-    with_steps = [i for i, s in enumerate(stages) if s.steps]
-    feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2)
-    for i in with_steps:
-        assert_same(read(feed, i), reference(i))
-    assert opened == [(0, 0), (4, 0)]  # the three chunks (across the eager stage) in one; the other batch size apart
-    opened.clear()
-    feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2)  # resumed in chunk 2 at its step 2
-    assert_same(read(feed, 1, skip=2), reference(1, skip=2))
-    assert_same(read(feed, 3), reference(3))
-    assert opened == [(1, 2)]
-    opened.clear()
+    feeds, groups = [], []  # pipelines made; the first stage of each set of stages put in together
+    real_init, real_group = pipeline._Feed.__init__, pipeline.StageBatches._group
+    monkeypatch.setattr(pipeline._Feed, "__init__", lambda self, *a: feeds.append(1) or real_init(self, *a))
+    monkeypatch.setattr(pipeline.StageBatches, "_group", lambda self, i: groups.append(i) or real_group(self, i))
+    with_steps = [i for i, s in enumerate(epoch_stages(2)) if s.steps]
+    with pipeline.StageBatches(source, pre, aug, seed=3) as feed:
+        for epoch in (2, 3, 4):
+            stages = epoch_stages(epoch, repeats=2 if epoch < 4 else 1)
+            feed.epoch(epoch, stages)
+            for i in with_steps:
+                assert_same(read(feed, i), reference(stages, epoch, i))
+        # two kinds (batch 16 of 2 views, reshuffled passes; batch 8), then one pass per chunk (a third)
+        assert len(feeds) == 3 and groups == [0, 4] * 3  # the three chunks (across the eager stage) together
+        feed.epoch(5, stages := epoch_stages(5))
+        assert_same(read(feed, 0, n=2), reference(stages, 5, 0)[:2])  # a stop mid-stage, then the next epoch
+        feed.epoch(6, stages := epoch_stages(6))
+        assert_same(read(feed, 0), reference(stages, 6, 0))
+        assert_same(read(feed, 3), reference(stages, 6, 3))  # out of turn: chunk 2 (stage 1) not read
+        feed.epoch(7, stages := epoch_stages(7))
+        assert_same(read(feed, 0, n=3), reference(stages, 7, 0)[:3])
+        assert_same(read(feed, 1), reference(stages, 7, 1))  # the stage before left mid-way
+        assert len(feeds) == 6  # the next epoch reused the pipeline stage 3 (out of turn) had emptied
+    feeds.clear(), groups.clear()
+    stages = epoch_stages(2)
+    with pipeline.StageBatches(source, pre, aug, seed=3) as feed:  # resumed in chunk 2 at its step 2
+        feed.epoch(2, stages)
+        assert_same(read(feed, 1, skip=2), reference(stages, 2, 1, skip=2))
+        assert_same(read(feed, 3), reference(stages, 2, 3))
+        assert groups == [1] and len(feeds) == 1
+    groups.clear()
     monkeypatch.setattr(pipeline, "SHARED_PIPELINE_BYTES", 2 * 40 * 36)  # two chunks' images at most
-    feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2)
-    for i in with_steps[:3]:
-        assert_same(read(feed, i), reference(i))
-    assert opened == [(0, 0), (3, 0)]
-    opened.clear()
-    feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2, per_call=4)
-    assert_same(read(feed, 0), reference(0, block=4))
-    assert [len(b["index"]) for b in read(feed, 1)] == [4, 1] and opened == []
+    with pipeline.StageBatches(source, pre, aug, seed=3) as feed:
+        feed.epoch(2, stages)
+        for i in with_steps[:3]:
+            assert_same(read(feed, i), reference(stages, 2, i))
+        assert groups == [0, 3]
+    groups.clear()
+    with pipeline.StageBatches(source, pre, aug, seed=3, per_call=4) as feed:
+        feed.epoch(2, stages)
+        assert_same(read(feed, 0), reference(stages, 2, 0, block=4))
+        assert [len(b["index"]) for b in read(feed, 1)] == [4, 1] and groups == []
     # GATCluster's large batches ("chunk" order: each sample transformed once, passes in new orders)
     monkeypatch.setattr(pipeline, "SHARED_PIPELINE_BYTES", 64 * 2**20)
     rounds = pipeline.chunk_order(130, 50, seed=3, epoch=2)
     stages = tuple(Stage(step=lambda b: {}, steps=3 * (50 // 16), batch_size=16, indices=idx, repeats=3, num_views=2,
                          order="chunk", chunk=r, name=f"large batch {r + 1}") for r, idx in enumerate(rounds))
-    feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2)
-    for i in range(len(stages)):
-        assert_same(read(feed, i), reference(i))
-    assert opened == [(0, 0)]
-    feed = pipeline.StageBatches(source, pre, aug, stages, seed=3, epoch=2)
-    assert_same(read(feed, 0, skip=4), reference(0, skip=4))
+    with pipeline.StageBatches(source, pre, aug, seed=3) as feed:
+        feed.epoch(2, stages)
+        for i in range(len(stages)):
+            assert_same(read(feed, i), reference(stages, 2, i))
+        assert groups == [0]
+        feed.epoch(2, stages)
+        assert_same(read(feed, 0, skip=4), reference(stages, 2, 0, skip=4))
+
+
+@pytest.mark.parametrize("global_seed", [0, 7])
+@pytest.mark.parametrize("passes", [1, 3])
+def test_shuffled_batches_are_those_of_dataset_shuffle_and_random(global_seed, passes):
+    """pipeline._shuffled_part builds Dataset.shuffle's and Dataset.random's ops with their seed pairs given
+    (as tensors in the run's pipelines): the same batches and view seeds as those methods, whatever the
+    global seed (0 included, where Dataset.shuffle cannot take a tensor seed)."""
+    tf.random.set_seed(global_seed)
+    rng = np.random.RandomState(1)
+    source = make_source("t", rng.randint(0, 255, (50, 4, 4, 1)).astype(np.uint8), np.arange(50) % 5, num_classes=5)
+    keep = rng.permutation(50)[:30]
+    got = pipeline._shuffled_batches(source, 8, seed=3, epoch=2, keep=keep, passes=passes, chunk=1)
+    seed = pipeline._stage_seed(3, 2, 1)
+    ds = tf.data.Dataset.from_tensor_slices({"raw": source.x[keep], "label": source.y[keep],
+                                             "index": keep.astype(np.int64)})
+    ds = (ds.shuffle(30, seed=seed, reshuffle_each_iteration=False) if passes == 1 else
+          ds.shuffle(30, seed=seed, reshuffle_each_iteration=True).repeat(passes))
+    want = tf.data.Dataset.zip((ds.batch(8, drop_remainder=True), tf.data.Dataset.random(seed=seed + 1).batch(2)))
+    got, want = list(got.as_numpy_iterator()), list(want.as_numpy_iterator())
+    assert len(got) == len(want) == passes * 30 // 8
+    for (g, g_pair), (w, w_pair) in zip(got, want):
+        np.testing.assert_array_equal(g_pair, w_pair)
+        for key in w:
+            np.testing.assert_array_equal(g[key], w[key])
+
+
+def test_a_pipeline_dropped_without_close_ends_its_generator():
+    """A _Feed's generator waits for parts; deleting its iterator waits for the generator, so a _Feed
+    dropped without close() must end it (else the process hangs at that point)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, numpy as np, tensorflow as tf\n"
+        "from tfcluster.data import pipeline\n"
+        "feed = pipeline._Feed({'a': tf.TensorSpec([None], tf.int64)},\n"
+        "                      lambda p: tf.data.Dataset.from_tensor_slices(p['a']).batch(2), lambda b: b * 2)\n"
+        "feed.put({'a': np.arange(6)}, 3)\n"
+        "assert [b.numpy().tolist() for b in feed.take(2, 's')] == [[0, 2], [4, 6]]\n"
+        "del feed\n"
+        "gc.collect()\n"
+        "print('ended')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ended" in out.stdout, out.stderr[-2000:]

@@ -1,8 +1,8 @@
 """tf.data input pipelines: shuffle -> batch -> map(batched augment, AUTOTUNE) -> prefetch.
 
 `stage_dataset` builds the mini-batches of one stage of an epoch plan
-(methods.plan.Stage), in the stage's order; `StageBatches` reads an epoch's
-stages, consecutive chunks from one pipeline (the same batches); `eval_dataset`
+(methods.plan.Stage), in the stage's order; `StageBatches` reads a run's
+stages, each kind of stage from one pipeline for the run (the same batches); `eval_dataset`
 the clean images in source order for inference passes.
 
 Training elements are dicts:
@@ -55,13 +55,10 @@ def _batch_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib.A
     return element
 
 
-def _shuffled_batches(source: Source, global_batch_size: int, seed: int, epoch: int,
-                      keep: np.ndarray | None = None, passes: int = 1, chunk: int = 0,
-                      steps: int | None = None) -> tf.data.Dataset:
-    """The un-augmented side of `_shuffled`: (batch of {"raw", "label", "index"}, seed pair [2]) elements.
-
-    `steps`: take this many (ValueError when the samples give fewer full batches).
-    """
+def _shuffled_samples(source: Source, global_batch_size: int, keep: np.ndarray | None = None, passes: int = 1,
+                      steps: int | None = None) -> dict:
+    """The samples a shuffled stage draws its batches from, NumPy {"raw", "label", "index"} (all when `keep` is
+    None). ValueError when they give no full batch, or fewer than `steps` in `passes` passes."""
     if keep is None:
         x, y, index = source.x, source.y, np.arange(len(source), dtype=np.int64)
     else:
@@ -73,17 +70,64 @@ def _shuffled_batches(source: Source, global_batch_size: int, seed: int, epoch: 
     if steps is not None and steps > int(passes) * n // global_batch_size:
         raise ValueError(f"{steps} steps of batch {global_batch_size} need more than {passes} pass(es) over "
                          f"{n} samples")
+    return {"raw": x, "label": y, "index": index}
+
+
+def _stage_seed(seed: int, epoch: int, chunk: int = 0) -> int:
+    """The seed of a shuffled stage's order and view draws: of (seed, epoch), and of chunk c > 0 too."""
     epoch_seed = _epoch_seed(seed, epoch)
-    if chunk:
-        epoch_seed = _epoch_seed(epoch_seed, chunk + 1)
-    ds = tf.data.Dataset.from_tensor_slices({"raw": x, "label": y, "index": index})
-    if passes == 1:
-        ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False)
-    else:
-        ds = ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=True).repeat(int(passes))
+    return _epoch_seed(epoch_seed, chunk + 1) if chunk else epoch_seed
+
+
+def _seed_pairs(seed: int) -> np.ndarray:
+    """int64 [2, 2]: the (seed, seed2) that Dataset.shuffle(seed=seed) and Dataset.random(seed=seed + 1) give
+    their ops, TensorFlow's global seed included (tf.random.set_seed)."""
+    return np.array([tf.compat.v1.random.get_seed(int(seed)), tf.compat.v1.random.get_seed(int(seed) + 1)], np.int64)
+
+
+def _flat_types(ds: tf.data.Dataset) -> dict:
+    specs = tf.nest.flatten(ds.element_spec)
+    return {"output_types": [s.dtype for s in specs], "output_shapes": [s.shape for s in specs]}
+
+
+def _shuffle(ds: tf.data.Dataset, buffer_size, seeds, reshuffle: bool) -> tf.data.Dataset:
+    """ds.shuffle(buffer_size, seed, reshuffle_each_iteration=reshuffle): its op, with the seed pair
+    `seeds` [2] (_seed_pairs(seed)[0]) given, which may be a tensor; Dataset.shuffle cannot take a
+    tensor seed when the global seed is 0 (its seed check reads the tensor as a Python bool)."""
+    variant = tf.raw_ops.ShuffleDatasetV3(
+        input_dataset=tf.data.experimental.to_variant(ds), buffer_size=buffer_size, seed=seeds[0], seed2=seeds[1],
+        seed_generator=tf.raw_ops.DummySeedGenerator(), reshuffle_each_iteration=reshuffle, **_flat_types(ds))
+    return tf.data.experimental.from_variant(variant, ds.element_spec)
+
+
+def _random(seeds) -> tf.data.Dataset:
+    """Dataset.random(seed + 1), its op with the seed pair `seeds` [2] (_seed_pairs(seed)[1]) given."""
+    variant = tf.raw_ops.RandomDataset(seed=seeds[0], seed2=seeds[1], output_types=[tf.int64], output_shapes=[[]])
+    return tf.data.experimental.from_variant(variant, tf.TensorSpec([], tf.int64))
+
+
+def _shuffled_part(samples: dict, global_batch_size: int, seeds, passes=1, reshuffle: bool = False) -> tf.data.Dataset:
+    """(batch of `samples`, seed pair [2]) elements: `passes` shuffled passes (a new order each pass when
+    `reshuffle`, which more than one pass needs), full batches only; each batch's views draw from its seed
+    pair. `seeds`: _seed_pairs(the stage's seed), [2, 2]; it and `passes` may be tensors."""
+    ds = tf.data.Dataset.from_tensor_slices(samples)
+    ds = _shuffle(ds, tf.shape(samples["index"], out_type=tf.int64)[0], seeds[0], reshuffle)
+    if reshuffle:
+        ds = ds.repeat(passes)
     ds = ds.batch(global_batch_size, drop_remainder=True)
-    seeds = tf.data.Dataset.random(seed=epoch_seed + 1).batch(2)
-    ds = tf.data.Dataset.zip((ds, seeds))
+    return tf.data.Dataset.zip((ds, _random(seeds[1]).batch(2)))
+
+
+def _shuffled_batches(source: Source, global_batch_size: int, seed: int, epoch: int,
+                      keep: np.ndarray | None = None, passes: int = 1, chunk: int = 0,
+                      steps: int | None = None) -> tf.data.Dataset:
+    """The un-augmented side of `_shuffled`: (batch of {"raw", "label", "index"}, seed pair [2]) elements.
+
+    `steps`: take this many (ValueError when the samples give fewer full batches).
+    """
+    samples = _shuffled_samples(source, global_batch_size, keep, passes, steps)
+    ds = _shuffled_part(samples, global_batch_size, _seed_pairs(_stage_seed(seed, epoch, chunk)), int(passes),
+                        int(passes) > 1)
     return ds if steps is None else ds.take(steps)
 
 
@@ -199,31 +243,31 @@ def _chunk(source: Source, indices: np.ndarray, preprocessor: Preprocessor,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _chunk_batches(source: Source, indices: np.ndarray, augment: augment_lib.AugmentConfig | None,
-                   global_batch_size: int, seed: int, epoch: int, round_index: int, repeats: int = 1,
-                   num_views: int = 1, steps: int | None = None) -> tf.data.Dataset:
-    """`_chunk`'s mini-batches before the augmentation map, each batch's samples copied out in order.
+def _chunk_elements(source: Source, indices: np.ndarray, augment: augment_lib.AugmentConfig | None,
+                    global_batch_size: int, seed: int, epoch: int, round_index: int, repeats: int = 1,
+                    num_views: int = 1, steps: int | None = None) -> dict:
+    """`_chunk`'s samples in train order before the augmentation map, each copied out: NumPy arrays
+    {"raw" [S, ...], "label" [S], "index" [S] (position in `indices`), "params": {name: [S, V]} the views'
+    augmentation parameters}, S = steps x batch (all the passes' full batches when `steps` is None).
 
-    Elements: {"raw" [B, ...], "label" [B], "index" [B] (position in `indices`),
-    "params": {name: [B, V]} the views' augmentation parameters}; `_chunk_batch_fn`
-    turns one into `_chunk`'s element. Holds `repeats` copies of the chunk's images.
-    `steps`: take this many (ValueError when the passes give fewer).
+    Batched by `global_batch_size`, they are `_chunk`'s batches before `_chunk_batch_fn`. Holds up to
+    `repeats` copies of the chunk's images. ValueError when the passes give fewer than `steps` batches.
     """
     indices = np.asarray(indices)
     order, params = _chunk_draws(len(indices), augment, global_batch_size, seed, epoch, round_index, repeats,
                                  num_views)
-    if steps is not None and steps > len(order) // global_batch_size:
-        raise ValueError(f"{steps} steps of batch {global_batch_size} need more than {repeats} pass(es) over "
-                         f"{len(indices)} samples")
-    elements = {"raw": source.x[indices][order], "label": source.y[indices][order], "index": order,
-                "params": {k: v[order] for k, v in params.items()}}
-    ds = tf.data.Dataset.from_tensor_slices(elements).batch(global_batch_size, drop_remainder=True)
-    return ds if steps is None else ds.take(steps)
+    if steps is not None:
+        if steps > len(order) // global_batch_size:
+            raise ValueError(f"{steps} steps of batch {global_batch_size} need more than {repeats} pass(es) over "
+                             f"{len(indices)} samples")
+        order = order[:steps * global_batch_size]
+    return {"raw": source.x[indices][order], "label": source.y[indices][order], "index": order,
+            "params": {k: v[order] for k, v in params.items()}}
 
 
 def _chunk_batch_fn(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
                     num_views: int):
-    """fn(_chunk_batches element) -> a training element, one tf.function per (source, preprocessor, augment, views)."""
+    """fn(a batch of _chunk_elements) -> a training element, one tf.function per (source, preprocessor, augment, views)."""
 
     def build():
         batch_fn = _batch_fn(source, preprocessor, augment, num_views)
@@ -260,29 +304,107 @@ def stage_dataset(source: Source, preprocessor: Preprocessor, augment: augment_l
 SHARED_PIPELINE_BYTES = 64 * 2**20
 
 
-class StageBatches:
-    """The training batches of one epoch plan's stages, stage by stage: `batches(index, skip)`.
+class _Feed:
+    """One input pipeline for the run's stages of one kind: each stage's samples go in as a part, its
+    batches come out, augmented, in the order the parts went in.
 
-    Consecutive stages with steps, of one order, batch size and view count
-    (an epoch's chunks: DAC's, DCCM's; GATCluster's large batches, whose
-    `repeats` passes are copied out in order, up to SHARED_PIPELINE_BYTES),
-    share one input pipeline: one
-    augmentation map and one iterator over all their batches, which prefetches
-    a stage's first batches while the stage's `begin` computes its targets
-    (the targets need the network trained up to the stage; the batches do
-    not). The batches are `stage_dataset`'s, stage by stage (a test checks
-    it). A pipeline of its own for each chunk cost 50-80 ms a stage, tracing
-    the map and instantiating its iterator: about 10% of DAC's bfloat16 steps
-    over a 1,000-image chunk on a 2-core Xeon with AMX (docs/RESULTS.md).
-    Other stages, and blocks of `per_call` > 1 steps a call ([n, B, ...],
-    never across a stage's end), get a `stage_dataset` of their own.
+    A queue of parts -> flat_map(a part's batches) -> map(augment) -> prefetch, one iterator for the
+    run: a stage's batches need no dataset built and no iterator instantiated, which cost DAC ~0.12 s
+    an epoch (building its chunks' datasets ~40 ms, tracing the map ~15 ms, instantiating an iterator
+    with it ~50 ms) against 3.1 s of bfloat16 steps on a 2-core Xeon with AMX. Between parts the
+    pipeline waits for the next (it prefetches up to the last part put in); `close`, or dropping the
+    feed, puts in an end marker. (Dataset.from_generator would do the same from Python, but it sets
+    glibc's M_TRIM_THRESHOLD for the whole process, which slowed DAC's steps by about 3%.)
+    """
+
+    def __init__(self, signature, make_part, make_element):
+        """`signature`: the parts' structure of tf.TensorSpec; `make_part(part) -> Dataset` of a part's
+        batches; `make_element(batch) -> training element` (the augmentation map)."""
+        specs = tf.nest.flatten(signature)
+        self._end = [False] + [np.zeros([0 if d is None else d for d in s.shape], s.dtype.as_numpy_dtype)
+                               for s in specs]  # the end marker: not live, empty tensors
+        self._queue = tf.queue.FIFOQueue(2**30, [tf.bool] + [s.dtype for s in specs], shapes=None)
+        self.owed = 0  # batches put in and not yet taken
+
+        def next_part(_):
+            live, *flat = self._queue.dequeue()
+            flat = [tf.ensure_shape(t, s.shape) for t, s in zip(flat, specs)]
+            return tf.ensure_shape(live, []), tf.nest.pack_sequence_as(signature, flat)
+
+        ds = tf.data.Dataset.range(1).repeat().map(next_part).take_while(lambda live, part: live)
+        ds = ds.flat_map(lambda live, part: make_part(part))
+        ds = ds.map(make_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        self._iterator = iter(ds.prefetch(tf.data.AUTOTUNE).with_options(training_options()))
+
+    def put(self, part: dict, batches: int) -> None:
+        self._queue.enqueue([True] + tf.nest.flatten(part))
+        self.owed += int(batches)
+
+    def take(self, n: int, name: str):
+        """The next `n` batches (of what went in), as an iterator."""
+        for i in range(n):
+            self.owed -= 1
+            try:
+                yield next(self._iterator)
+            except StopIteration:
+                raise RuntimeError(f"stage {name!r}: its input pipeline ended after {i} of {n} batches") from None
+
+    def close(self) -> None:
+        if self._iterator is not None:
+            self._queue.enqueue(self._end)
+            self._iterator = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001  (TensorFlow torn down at exit: nothing left to end)
+            pass
+
+
+class StageBatches:
+    """The training batches of a run's epoch plans, stage by stage: `epoch(e, stages)`, then `batches(index,
+    skip)`; `close()` at the end (or use it as a context manager).
+
+    Stages with steps, one step a call, of the same order, batch size, view
+    count and (shuffled) passes > 1 or not, read one input pipeline for the
+    whole run (`_Feed`): an epoch's chunks (DAC's, DCCM's), GATCluster's large
+    batches (whose `repeats` passes are copied out in order), the one-pass
+    epochs of the other methods. Consecutive such stages go in together when
+    a stage is first read, up to SHARED_PIPELINE_BYTES of images, so a
+    stage's first batches are prepared while the next stages' `begin`
+    computes their targets (the targets need the network trained up to the
+    stage; the batches do not). The batches are `stage_dataset`'s, stage by
+    stage (a test checks it). Reading a stage out of turn (a resumed run's
+    first stage, with `skip`) starts a new pipeline for its kind. Blocks of
+    `per_call` > 1 steps ([n, B, ...], never across a stage's end), and
+    GATCluster's large batches over the byte cap, get a `stage_dataset` each.
     """
 
     def __init__(self, source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
-                 stages, seed: int, epoch: int, per_call: int = 1):
+                 seed: int, per_call: int = 1):
         self.source, self.preprocessor, self.augment = source, preprocessor, augment
-        self.stages, self.seed, self.epoch, self.per_call = tuple(stages), int(seed), int(epoch), int(per_call)
-        self._iterator, self._pending = None, []
+        self.seed, self.per_call = int(seed), int(per_call)
+        self.stages, self.epoch_index = (), -1
+        self._feeds, self._pending = {}, {}  # kind -> _Feed; kind -> stage indices put in and not yet read
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        for feed in self._feeds.values():
+            feed.close()
+        self._feeds, self._pending = {}, {}
+
+    def epoch(self, epoch: int, stages) -> None:
+        """The next epoch's plan: `batches` reads its stages. Stages of the last epoch left unread (a
+        stop) end their pipelines."""
+        for kind in [k for k, pending in self._pending.items() if pending or self._feeds[k].owed]:
+            self._feeds.pop(kind).close()
+            del self._pending[kind]
+        self.epoch_index, self.stages = int(epoch), tuple(stages)
 
     def _size(self, stage: Stage) -> float:
         """Bytes of images the stage's part of a shared pipeline holds."""
@@ -294,16 +416,19 @@ class StageBatches:
         return (self.per_call == 1 and bool(stage.steps) and (stage.order == "shuffle" or (
             stage.order == "chunk" and self._size(stage) <= SHARED_PIPELINE_BYTES)))
 
+    @staticmethod
+    def _kind(stage: Stage) -> tuple:
+        return stage.order, stage.batch_size, stage.num_views, stage.order == "shuffle" and stage.repeats > 1
+
     def _group(self, index: int) -> list:
-        """Indices of the stages that share a pipeline starting at stage `index`."""
+        """Indices of the stages that go into the pipeline together, starting at stage `index`."""
         first = self.stages[index]
-        kind = (first.order, first.batch_size, first.num_views)
         members, held = [index], self._size(first)
         for j in range(index + 1, len(self.stages)):
             stage = self.stages[j]
             if not stage.steps:  # eager work between chunks: nothing to read
                 continue
-            if not self._shared(stage) or (stage.order, stage.batch_size, stage.num_views) != kind:
+            if not self._shared(stage) or self._kind(stage) != self._kind(first):
                 break
             held += self._size(stage)
             if held > SHARED_PIPELINE_BYTES:
@@ -311,49 +436,59 @@ class StageBatches:
             members.append(j)
         return members
 
-    def _open(self, index: int, skip: int) -> None:
-        members = self._group(index)
-        parts, steps = [], []
-        first = self.stages[index]
-        for j in members:
-            stage = self.stages[j]
-            if first.order == "chunk":
-                part = _chunk_batches(self.source, stage.indices, self.augment, stage.batch_size, self.seed,
-                                      self.epoch, stage.chunk, stage.repeats, stage.num_views, steps=stage.steps)
+    def _feed(self, kind: tuple, part: dict) -> _Feed:
+        """The run's pipeline for `kind` of stage (made for parts like `part`)."""
+        if kind not in self._feeds:
+            order, batch_size, num_views, reshuffle = kind
+            signature = tf.nest.map_structure(  # arrays of samples ([S, ...]), seed pairs [2, 2], scalars
+                lambda a: tf.TensorSpec([None, *a.shape[1:]] if a.ndim else [], tf.as_dtype(a.dtype)), part)
+            if order == "chunk":
+
+                def make_part(part):
+                    return tf.data.Dataset.from_tensor_slices(part).batch(batch_size, drop_remainder=True)
+
+                make = _chunk_batch_fn(self.source, self.preprocessor, self.augment, num_views)
             else:
-                part = _shuffled_batches(self.source, stage.batch_size, self.seed, self.epoch, keep=stage.indices,
-                                         passes=stage.repeats, chunk=stage.chunk, steps=stage.steps)
-            parts.append(part.skip(skip) if j == index and skip else part)
-            steps.append(stage.steps - (skip if j == index else 0))
-        if len(parts) == 1:
-            ds = parts[0]
-        else:
-            choice = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(parts), dtype=np.int64), steps))
-            ds = tf.data.Dataset.choose_from_datasets(parts, choice)
-        make = (_chunk_batch_fn if first.order == "chunk" else _shuffled_batch_fn)(
-            self.source, self.preprocessor, self.augment, first.num_views)
-        ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
-        self._iterator, self._pending = iter(ds.with_options(training_options())), members
+
+                def make_part(part):  # _shuffled_batches, from tensors
+                    ds = _shuffled_part(part["samples"], batch_size, part["seeds"], part["passes"], reshuffle)
+                    return ds.take(part["steps"]).skip(part["skip"])
+
+                make = _shuffled_batch_fn(self.source, self.preprocessor, self.augment, num_views)
+            self._feeds[kind], self._pending[kind] = _Feed(signature, make_part, make), []
+        return self._feeds[kind]
+
+    def _part(self, stage: Stage, skip: int) -> dict:
+        """What `_Feed` turns into the stage's batches after its first `skip` (NumPy)."""
+        if stage.order == "chunk":
+            part = _chunk_elements(self.source, stage.indices, self.augment, stage.batch_size, self.seed,
+                                   self.epoch_index, stage.chunk, stage.repeats, stage.num_views, steps=stage.steps)
+            return tf.nest.map_structure(lambda a: a[skip * stage.batch_size:], part)
+        samples = _shuffled_samples(self.source, stage.batch_size, stage.indices, stage.repeats, stage.steps)
+        return {"samples": samples, "seeds": _seed_pairs(_stage_seed(self.seed, self.epoch_index, stage.chunk)),
+                "passes": np.int64(stage.repeats), "steps": np.int64(stage.steps), "skip": np.int64(skip)}
 
     def batches(self, index: int, skip: int = 0):
         """An iterator over stage `index`'s batches after its first `skip` (blocks of `per_call` when > 1)."""
         stage = self.stages[index]
         if not self._shared(stage):
-            ds = stage_dataset(self.source, self.preprocessor, self.augment, stage, self.seed, self.epoch)
+            ds = stage_dataset(self.source, self.preprocessor, self.augment, stage, self.seed, self.epoch_index)
             ds = ds.skip(skip) if skip else ds
             return iter(ds.batch(self.per_call) if self.per_call > 1 else ds)
-        if skip or self._pending[:1] != [index]:
-            self._open(index, skip)
-        self._pending = self._pending[1:]
-        return self._take(self._iterator, stage.steps - skip, stage.name)
-
-    @staticmethod
-    def _take(iterator, n: int, name: str):
-        for i in range(n):
-            try:
-                yield next(iterator)
-            except StopIteration:
-                raise RuntimeError(f"stage {name!r}: its input pipeline ended after {i} of {n} batches") from None
+        kind = self._kind(stage)
+        pending = self._pending.get(kind, [])
+        in_turn = (kind in self._feeds and pending[:1] == [index] and not skip  # its next batches are this stage's
+                   and self._feeds[kind].owed == sum(self.stages[j].steps for j in pending))
+        if not in_turn:
+            if kind in self._feeds and (pending or self._feeds[kind].owed):  # a new pipeline
+                self._feeds.pop(kind).close()
+                self._pending.pop(kind)
+            for j in self._group(index):
+                part = self._part(self.stages[j], skip if j == index else 0)
+                self._feed(kind, part).put(part, self.stages[j].steps - (skip if j == index else 0))
+                self._pending[kind].append(j)
+        self._pending[kind].pop(0)
+        return self._feeds[kind].take(stage.steps - skip, stage.name)
 
 
 def training_options() -> tf.data.Options:

@@ -6,7 +6,8 @@
           for global batch of the stage: tf.function: strategy.run(stage.step)
                                          (config.steps_per_call > 1: a block of that many batches
                                          per call, the steps in a loop inside the tf.function;
-                                         consecutive chunk stages read one input pipeline,
+                                         the stages' batches come from one input pipeline
+                                         per kind of stage for the run,
                                          data.pipeline.StageBatches)
       checkpoint / evaluate / summarise  eager, on the host
 
@@ -389,6 +390,14 @@ class Trainer:
     def _epochs(self, resumed, progress: RunProgress, say: Callable[[str], None]) -> TrainResult:
         """The epochs left, shown on `progress`; `say` prints a line above it."""
         cfg = self.method.config
+        with pipeline.StageBatches(self.source, self.preprocessor, cfg.augment, self.seed,
+                                   per_call=int(cfg.steps_per_call)) as feed:
+            return self._epochs_from(feed, resumed, progress, say)
+
+    def _epochs_from(self, feed: pipeline.StageBatches, resumed, progress: RunProgress,
+                     say: Callable[[str], None]) -> TrainResult:
+        """`_epochs`, the stages' batches read from `feed`."""
+        cfg = self.method.config
         num_epochs = self.method.num_epochs()
         start = int(self.epoch.numpy())
         # an interrupted epoch continues at (stage, step); -1: it starts afresh
@@ -403,8 +412,7 @@ class Trainer:
             progress.begin_epoch(epoch, plan.steps)
             elapsed, done, epoch_images, epoch_steps = 0.0, 0, 0, 0
             per_call = int(cfg.steps_per_call)
-            feed = pipeline.StageBatches(self.source, self.preprocessor, cfg.augment, plan.stages, self.seed, epoch,
-                                         per_call=per_call)
+            feed.epoch(epoch, plan.stages)
             for index, stage in enumerate(plan.stages):
                 skip = 0
                 if epoch == start and resume_stage >= 0:
