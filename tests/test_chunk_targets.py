@@ -269,3 +269,15 @@ def test_a_pipeline_dropped_without_close_ends_its_generator():
         "print('ended')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ended" in out.stdout, out.stderr[-2000:]
+
+
+def test_eval_images_are_eval_datasets_images_whether_in_one_batch_or_several():
+    rng = np.random.RandomState(2)
+    source = make_source("t", rng.randint(0, 255, (30, 5, 5, 1)).astype(np.uint8), np.arange(30) % 3, num_classes=3)
+    pre = Preprocessor.fit(source.x)
+    for batch_size in (30, 64, 8):  # one batch (directly), one batch, several (tf.data)
+        got = [x.numpy() for x in pipeline.eval_images(source, pre, batch_size)]
+        want = [b["image"].numpy() for b in pipeline.eval_dataset(source, pre, batch_size)]
+        assert len(got) == len(want) == -(-30 // batch_size)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)

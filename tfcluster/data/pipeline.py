@@ -3,7 +3,7 @@
 `stage_dataset` builds the mini-batches of one stage of an epoch plan
 (methods.plan.Stage), in the stage's order; `StageBatches` reads a run's
 stages, each kind of stage from one pipeline for the run (the same batches); `eval_dataset`
-the clean images in source order for inference passes.
+the clean images in source order for inference passes (`eval_images` their images).
 
 Training elements are dicts:
   "image"  float32 [B, H, W, C'] the un-augmented, preprocessed images
@@ -503,6 +503,17 @@ def training_options() -> tf.data.Options:
     options = tf.data.Options()
     options.autotune.enabled = False
     return options
+
+
+def eval_images(source: Source, preprocessor: Preprocessor, batch_size: int):
+    """The preprocessed images [B, ...] of `eval_dataset`'s batches, in source order, as an iterable.
+
+    Data that fit in one batch (a chunk's targets) are preprocessed directly: building and
+    instantiating a pipeline for one batch took 24 ms against 3 ms (1,000 MNIST images, 2 CPUs).
+    """
+    if len(source) <= batch_size:
+        return [preprocessor(tf.constant(source.x))]
+    return (batch["image"] for batch in eval_dataset(source, preprocessor, batch_size))
 
 
 def eval_dataset(source: Source, preprocessor: Preprocessor, batch_size: int) -> tf.data.Dataset:

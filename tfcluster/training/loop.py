@@ -274,8 +274,8 @@ class Trainer:
         if subset is not None:
             subset = np.asarray(subset)
             source = dataclasses.replace(source, x=source.x[subset], y=source.y[subset])
-        ds = pipeline.eval_dataset(source, self.preprocessor, batch_size or self.method.config.eval_batch_size)
-        outs = [fn(batch["image"]) for batch in ds]
+        images = pipeline.eval_images(source, self.preprocessor, batch_size or self.method.config.eval_batch_size)
+        outs = [fn(x) for x in images]
         if isinstance(outs[0], dict):  # a function of several outputs: each concatenated
             return {k: np.concatenate([o[k].numpy() for o in outs]) for k in outs[0]}
         out = np.concatenate([o.numpy() for o in outs])
