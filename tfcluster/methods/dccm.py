@@ -223,7 +223,11 @@ class DCCM(Method):
         self_scores = disc.score(hs, disc.encode_deep(deep))
         pos_scores = disc.score(hs, tf.gather(hd_all, pos_index))
         n = cfg.mi_negatives
-        neg_scores = disc.score(tf.repeat(hs, n, axis=0), tf.gather(hd_all, tf.reshape(neg_index, [-1])))
+        # Each anchor's code n times ([b n, h, w, u], anchor-major) by a gather, not tf.repeat: under op
+        # determinism the gradient of tf.repeat's broadcast (a sum over the repeat axis) differed in 3 of 2,000
+        # repeated steps on one batch (CPU), the gather's in none.
+        anchors = tf.repeat(tf.range(tf.shape(hs)[0]), n)
+        neg_scores = disc.score(tf.gather(hs, anchors), tf.gather(hd_all, tf.reshape(neg_index, [-1])))
         joint, joint_count, marginal, marginal_count = dccm_loss.jsd_mi_terms(
             tf.concat([self_scores, pos_scores], 0), tf.concat([tf.ones_like(pos_valid), pos_valid], 0),
             neg_scores, tf.reshape(neg_valid, [-1]))
