@@ -68,8 +68,12 @@ def test_cluster_a_folder_in_one_command(folder, tmp_path):
     for r in rows:
         by_cluster.setdefault(int(r["cluster"]), set()).add(kind[r["path"]])
     assert sorted(map(len, by_cluster.values())) == [1, 1, 1]
-    assert sorted(open(out / "unreadable.txt", encoding="utf-8").read().split("\n")[:-1]) == sorted(
-        os.path.join(sub, f"broken_{k}.png") for k, sub in enumerate(SUBDIRS))
+    skipped = list(csv.DictReader(open(out / "unreadable.csv", encoding="utf-8")))
+    assert sorted(r["path"] for r in skipped) == sorted(os.path.join(sub, f"broken_{k}.png")
+                                                        for k, sub in enumerate(SUBDIRS))
+    assert {r["reason"] for r in skipped} == {"not an image Pillow can decode"}
+    assert summary["unreadable_reasons"] == {"not an image Pillow can decode": 3}
+    assert "3 unreadable files skipped (3 not an image Pillow can decode)" in proc.stdout
     # one folder per cluster, of links to the originals, most confident first
     folders = sorted(os.listdir(out / "clusters"))
     assert folders == ["cluster_00", "cluster_01", "cluster_02"]
@@ -107,7 +111,7 @@ def test_cluster_scores_against_subfolders_only_when_asked(folder, tmp_path):
 
 def test_cluster_refuses_an_output_inside_the_folder_and_bad_arguments(folder, tmp_path):
     proc = _cluster(folder, "--num_clusters=3", f"--output={folder / 'out'}", "--method=kmeans")
-    assert proc.returncode != 0 and "inside the image folder" in proc.stderr
+    assert proc.returncode != 0 and "is inside (or is) the input" in proc.stderr
     assert not (folder / "out").exists()
     proc = _cluster(tmp_path / "nope", "--num_clusters=3", f"--output={tmp_path / 'o'}")
     assert proc.returncode != 0 and "image folder not found" in proc.stderr

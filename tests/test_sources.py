@@ -182,7 +182,7 @@ def test_flat_folder_is_unlabelled_and_empty_folder_is_an_error(tmp_path):
     corrupt = tmp_path / "corrupt"
     os.makedirs(corrupt)
     (corrupt / "a.jpg").write_bytes(b"\xff\xd8junk")
-    with pytest.raises(InputError, match="could be decoded"):
+    with pytest.raises(InputError, match="could be read"):
         sources.load(f"folder:{corrupt}")
 
 

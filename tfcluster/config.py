@@ -81,12 +81,22 @@ def _set(config, path, text, full_key):
     return dataclasses.replace(config, **{name: value})
 
 
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()  # what open() gives a new file under the process's umask
+
+
 def atomic_write_text(path: str, text: str) -> None:
     """Writes a file so that readers see the old or the new content, never a part."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp's 0600 would hide a web page or a summary from its readers
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

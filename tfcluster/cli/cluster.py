@@ -5,9 +5,13 @@ r"""Clusters a folder of images in one step: trains, assigns, writes folders, a 
 Writes under --output: assignments.csv (path, cluster, confidence) for every
 readable image, clusters/cluster_KK/ (links to the images, most confident
 first; --copy_images copies), overview.png (per cluster its size and most
-confident images), index.html, unreadable.txt, summary.json and run/ (the
-training run: checkpoints, TensorBoard, the SavedModel in run/export for
-`tfcluster predict`). Re-running the same command resumes. Sub-folders are
+confident images), index.html, unreadable.csv (path, reason: the files
+skipped), summary.json and run/ (the training run: checkpoints, TensorBoard,
+the SavedModel in run/export for `tfcluster predict`). Re-running the same
+command resumes. --output must lie outside the image folder and not contain
+it, and be new, empty or an earlier `cluster` output: tfcluster lists what it
+writes (OUT/.tfcluster-manifest.json) and replaces or deletes nothing else
+(--overwrite: write among other files, replacing only files of its names). Sub-folders are
 just where images are found; --labels_from_subfolders takes their names as
 classes and scores the clusters against them. --num_clusters=auto
 first runs `tfcluster choose_k` on the folder (into choose_k/) and trains with
@@ -37,6 +41,8 @@ flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"], "network
 flags.DEFINE_bool("labels_from_subfolders", False, "the sub-folders' names are the classes (every image in one): "
                   "score the clusters against them (ACC, NMI, ARI) while training and in the summary")
 flags.DEFINE_bool("progress", True, "show a progress bar")
+flags.DEFINE_bool("overwrite", False, "write into an --output holding files tfcluster did not write (files of "
+                  "tfcluster's names are replaced; nothing else is touched)")
 
 
 @reports_errors
@@ -45,6 +51,7 @@ def main(argv):
         raise app.UsageError("give one image folder: tfcluster cluster DIR --num_clusters=K --output=OUT")
     from tfcluster import configs
     from tfcluster.data import sources
+    from tfcluster.export.output_dir import OutputDir
 
     configs.check(FLAGS.method, FLAGS.preset, FLAGS.set)  # before TensorFlow: mistakes answer at once
     sources.list_image_files(argv[1])
@@ -56,6 +63,7 @@ def main(argv):
         from tfcluster.errors import InputError
 
         raise InputError(f"--num_clusters must be an integer of at least 2 or 'auto', got {FLAGS.num_clusters!r}")
+    OutputDir.claim(FLAGS.output, "cluster", inputs=[argv[1]], overwrite=FLAGS.overwrite)
     from tfcluster import run
 
     summary = run.cluster_folder(argv[1], FLAGS.output, FLAGS.num_clusters, method=FLAGS.method,
@@ -63,7 +71,7 @@ def main(argv):
                                  overrides=tuple(FLAGS.set), copy_images=FLAGS.copy_images,
                                  precision=FLAGS.precision, progress=FLAGS.progress,
                                  k_range=FLAGS.k_range, k_features=FLAGS.k_features,
-                                 labels_from_subfolders=FLAGS.labels_from_subfolders)
+                                 labels_from_subfolders=FLAGS.labels_from_subfolders, overwrite=FLAGS.overwrite)
     print(summary_text(summary))
 
 
@@ -74,7 +82,9 @@ def summary_text(summary: dict) -> str:
     sizes = sorted(summary["cluster_sizes"], reverse=True)
     lines = [f"{summary['images']} images in {summary['num_clusters']} clusters by {summary['method']} "
              f"(preset {summary['preset']}), mean confidence {summary['mean_confidence']:.3f}; "
-             f"{summary['unreadable']} unreadable files skipped; {clock(summary['wall_seconds'])} in training",
+             f"{summary['unreadable']} unreadable files skipped"
+             + (" (" + "; ".join(f"{n} {why}" for why, n in summary.get("unreadable_reasons", {}).items()) + ")"
+                if summary["unreadable"] else "") + f"; {clock(summary['wall_seconds'])} in training",
              f"cluster sizes, largest first: {' '.join(map(str, sizes))}"]
     if "scores_against_subfolders" in summary:
         scores = summary["scores_against_subfolders"]

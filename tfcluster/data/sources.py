@@ -40,10 +40,10 @@ from typing import Callable
 
 import numpy as np
 
+from tfcluster.data.images import IMAGE_EXTENSIONS, list_image_files, read_images  # noqa: F401 (re-exported)
 from tfcluster.errors import InputError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 @dataclasses.dataclass
@@ -56,8 +56,9 @@ class DatasetInfo:
       image_shape: (H, W, C) for images, (D,) for vectors.
       modality: "image" (uint8 pixels) or "vector" (float32 features).
       class_names: optional names of the classes.
-      skipped: files that could not be decoded (folder sources).
+      skipped: files that could not be read (folder sources).
       skipped_items: their paths.
+      skipped_reasons: why each was skipped (data.images: "not a regular file (FIFO)", ...).
       items: names of the samples (file paths for folder sources), else empty.
       num_samples: number of samples (presets may scale epochs by it).
     """
@@ -69,6 +70,7 @@ class DatasetInfo:
     class_names: tuple = ()
     skipped: int = 0
     skipped_items: tuple = ()
+    skipped_reasons: tuple = ()
     items: tuple = ()
     num_samples: int = 0
 
@@ -537,34 +539,6 @@ def _load_npz(path, split="all", **options):
     return np.concatenate([x1, x2]), None if y1 is None else np.concatenate([y1, y2]), {}
 
 
-def list_image_files(path: str) -> tuple[list[str], list[int], tuple]:
-    """Lists image files under `path`: (files, class ids or -1, class names).
-
-    Files directly in `path` are unlabelled; files in sub-folders get the
-    sub-folder's index (sorted names) as label, when every file is in one.
-    """
-    if not path or not os.path.isdir(path):
-        raise InputError(f"image folder not found: {path!r}")
-    top, classes = [], []
-    for entry in sorted(os.listdir(path)):
-        full = os.path.join(path, entry)
-        if os.path.isdir(full):
-            classes.append(entry)
-        elif entry.lower().endswith(IMAGE_EXTENSIONS):
-            top.append(full)
-    files, labels = list(top), [-1] * len(top)
-    for ci, cname in enumerate(classes):
-        for root, _, fnames in sorted(os.walk(os.path.join(path, cname))):
-            for fname in sorted(fnames):
-                if fname.lower().endswith(IMAGE_EXTENSIONS):
-                    files.append(os.path.join(root, fname))
-                    labels.append(ci)
-    if top and len(files) > len(top):
-        labels = [-1] * len(files)  # mixed layout: sub-folders are not classes
-        classes = []
-    return files, labels, tuple(classes)
-
-
 def _parse_size(size: str | None, spec: str = ""):
     """`H` or `HxW` -> (H, W), or None; InputError for anything else."""
     if size is None:
@@ -581,8 +555,6 @@ def _parse_size(size: str | None, spec: str = ""):
 
 
 def _load_folder(path, size=None, channels=None, labels="subfolders"):
-    from PIL import Image
-
     if labels not in FOLDER_LABELS:
         raise InputError(f"folder:{path}: labels must be subfolders or none, got {labels!r}")
     files, file_labels, classes = list_image_files(path)
@@ -592,30 +564,17 @@ def _load_folder(path, size=None, channels=None, labels="subfolders"):
         raise InputError(f"image folder {path!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     target = _parse_size(size, f"folder:{path}")
     channels = int(channels) if channels else None
-    images, keep, kept_files, skipped = [], [], [], []
-    for f, lab in zip(files, file_labels):
-        try:
-            with Image.open(f) as im:
-                im.load()
-                if channels is None:
-                    channels = 1 if im.mode in ("L", "1", "I;16", "I", "F") else 3
-                im = im.convert("L" if channels == 1 else "RGB")
-                if target is None:
-                    target = (im.height, im.width)
-                if (im.height, im.width) != target:
-                    im = im.resize((target[1], target[0]), Image.BILINEAR)
-                arr = np.asarray(im, np.uint8)
-        except Exception:  # unreadable or corrupt file: skip, count and list, as promised
-            skipped.append(f)
-            continue
-        images.append(arr.reshape(target[0], target[1], channels))
-        keep.append(lab)
-        kept_files.append(f)
-    if not images:
-        raise InputError(f"image folder {path!r}: none of its {len(files)} image files could be decoded")
-    y = np.asarray(keep, np.int64)
-    extra = {"skipped": len(skipped), "skipped_items": tuple(skipped),
-             "class_names": classes if np.all(y >= 0) else (), "items": tuple(kept_files)}
+    if channels not in (None, 1, 3):
+        raise InputError(f"folder:{path}: channels must be 1 or 3, got {channels}")
+    read = read_images(files, target, channels)
+    if not read.kept:
+        reasons = sorted({reason for _, reason in read.skipped})
+        raise InputError(f"image folder {path!r}: none of its {len(files)} image files could be read "
+                         f"({'; '.join(reasons[:3])})")
+    y = np.asarray([file_labels[i] for i in read.kept], np.int64)
+    extra = {"skipped": len(read.skipped), "skipped_items": tuple(p for p, _ in read.skipped),
+             "skipped_reasons": tuple(r for _, r in read.skipped),
+             "class_names": classes if np.all(y >= 0) else (), "items": tuple(files[i] for i in read.kept)}
     if not np.all(y >= 0):
         y[:] = -1
-    return np.stack(images), y, extra
+    return read.x, y, extra

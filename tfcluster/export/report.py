@@ -1,12 +1,15 @@
 """What `tfcluster cluster` leaves for a person: assignments, cluster folders, a contact sheet, a web page.
 
-All of it is written under one output directory and nowhere else:
+All of it is written under one output directory (export.output_dir: tfcluster
+replaces only what it wrote there) and nowhere else:
   assignments.csv   path (relative to the input folder), cluster, confidence: every readable image
   clusters/cluster_KK/NNNNN_<name>   the images of cluster KK, most confident first (symbolic
                     links to the originals, or copies)
   overview.png      per cluster a row: its id, size and its most confident images
   index.html        the same, to browse, linking every image of every cluster
-  unreadable.txt    the files that could not be decoded (skipped, never a stop)
+  unreadable.csv    path, reason: the files skipped (not decodable, not regular files, ...)
+CSV cells that a spreadsheet would run as a formula (a name beginning with =, +, -, @)
+are written with a leading ' (OWASP's advice); everything else as it is.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ import csv
 import html
 import os
 import re
-import shutil
+import urllib.parse
 
 import numpy as np
 
 from tfcluster import config as config_lib
+from tfcluster.export.output_dir import OutputDir
+
+# First characters that make a spreadsheet read a CSV cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _safe_name(name: str) -> str:
@@ -33,15 +40,36 @@ def relative_items(items, root: str) -> list[str]:
     return [os.path.relpath(os.path.abspath(p), root) for p in items]
 
 
-def write_assignments(path: str, items, clusters: np.ndarray, confidence: np.ndarray) -> None:
-    """CSV of (path, cluster, confidence) rows in input order, written atomically."""
+def csv_cell(text: str) -> str:
+    """`text` as a CSV cell no spreadsheet runs as a formula (a leading ' where it would)."""
+    text = str(text)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def write_csv(path: str, header, rows) -> None:
+    """A CSV file written atomically; text cells guarded by `csv_cell`."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "cluster", "confidence"])
-        for item, k, p in zip(items, clusters, confidence):
-            writer.writerow([item, int(k), f"{float(p):.6f}"])
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for row in rows:
+                writer.writerow([csv_cell(v) if isinstance(v, str) else v for v in row])
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def write_assignments(path: str, items, clusters: np.ndarray, confidence: np.ndarray, name: str = "path") -> None:
+    """CSV of (`name`, cluster, confidence) rows in input order, written atomically."""
+    write_csv(path, [name, "cluster", "confidence"],
+              ([item, int(k), f"{float(p):.6f}"] for item, k, p in zip(items, clusters, confidence)))
+
+
+def write_unreadable(path: str, items, reasons) -> None:
+    """CSV of (path, reason) rows: the files skipped."""
+    write_csv(path, ["path", "reason"], zip(items, reasons))
 
 
 def cluster_order(clusters: np.ndarray, confidence: np.ndarray, k: int) -> list[np.ndarray]:
@@ -49,28 +77,29 @@ def cluster_order(clusters: np.ndarray, confidence: np.ndarray, k: int) -> list[
     return [np.flatnonzero(clusters == c)[np.argsort(-confidence[clusters == c], kind="stable")] for c in range(k)]
 
 
-def write_cluster_folders(out_dir: str, files, order: list[np.ndarray], copy: bool = False) -> list[list[str]]:
-    """OUT/clusters/cluster_KK/ with a link (or copy) of each image; returns the paths made, per cluster.
+def write_cluster_folders(out: OutputDir, files, order: list[np.ndarray], copy: bool = False,
+                          top: str = "clusters", names=None) -> list[list[str]]:
+    """OUT/<top>/cluster_KK/ with a link (or copy) of each image; returns the paths made, per cluster.
 
-    Rebuilt from scratch on every call (a re-run replaces the folders of the last one).
+    `files[i]`: image i's path, or (with `copy`) a function writing it to the path it is given;
+    the folders hold NNNNN_<name> (rank in the cluster, `names[i]` or the file's name). What the
+    last run made there is removed first (only that: `OutputDir.clear`), so a re-run replaces its
+    own folders; `top` "" puts the cluster folders in OUT itself.
     """
-    base = os.path.join(out_dir, "clusters")
-    if os.path.isdir(base):
-        shutil.rmtree(base)
-    made = []
-    for c, idx in enumerate(order):
-        folder = os.path.join(base, f"cluster_{c:02d}")
-        os.makedirs(folder)
-        paths = []
-        for rank, i in enumerate(idx):
-            src = os.path.abspath(files[i])
-            dst = os.path.join(folder, f"{rank:05d}_{_safe_name(files[i])}")
-            if copy:
-                shutil.copy2(src, dst)
-            else:
-                os.symlink(os.path.relpath(src, folder), dst)
-            paths.append(dst)
-        made.append(paths)
+    prefix = f"{top}/" if top else ""
+    if top:
+        out.clear(top)
+    else:
+        out.clear_prefix("cluster_")
+    folders = [f"{prefix}cluster_{c:02d}" for c in range(len(order))]
+    out.make_dirs(([top] if top else []) + folders)
+    names = names or [os.path.basename(f) for f in files]
+    items = [(f"{folders[c]}/{rank:05d}_{_safe_name(names[i])}", files[i], "copy" if copy else "link")
+             for c, idx in enumerate(order) for rank, i in enumerate(idx)]
+    out.place(items)
+    made = [[] for _ in order]
+    for (rel, _, _), (c, _) in zip(items, ((c, i) for c, idx in enumerate(order) for i in idx)):
+        made[c].append(os.path.join(out.root, *rel.split("/")))
     return made
 
 
@@ -110,7 +139,7 @@ def index_html(path: str, cluster_paths: list[list[str]], items_by_cluster: list
     parts += [f"<li><a href='#c{c}'>cluster {c:02d}</a>: {len(p)} images</li>" for c, p in enumerate(cluster_paths)]
     parts.append("</ul>")
     for c, (paths, items) in enumerate(zip(cluster_paths, items_by_cluster)):
-        rel = [os.path.relpath(p, out_dir).replace(os.sep, "/") for p in paths]
+        rel = [urllib.parse.quote(os.path.relpath(p, out_dir).replace(os.sep, "/")) for p in paths]
         thumbs = "".join(f"<a href='{html.escape(r)}'><img src='{html.escape(r)}' title='{html.escape(n)}'></a>"
                          for r, n in zip(rel[:per_cluster_shown], items))
         listing = "".join(f"<li><a href='{html.escape(r)}'>{html.escape(n)}</a></li>" for r, n in zip(rel, items))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import csv
+import dataclasses
+import functools
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -34,43 +34,79 @@ def load_input(model: ExportedModel, path: str) -> sources.Source:
     """Loads a folder (resized to the model's input) or an .npz file."""
     if os.path.isdir(path):
         h, w, c = model.input_shape
-        return sources.load(f"folder:{path}?size={h}x{w}&channels={c}")
+        return sources.load(f"folder:{path}?size={h}x{w}&channels={c}&labels=none")
     if path.endswith(".npz"):
         return sources.load(f"npz:{path}")
     raise InputError(f"--input must be an image folder or an .npz file, got {path!r}")
 
 
-def predict(model_dir: str, input_path: str, output_dir: str, copy_images: bool = False,
-            batch_size: int = 256, warn=None) -> tuple[str, list]:
-    """Writes assignments.csv (item, cluster, confidence); returns (path, cluster sizes).
+@dataclasses.dataclass
+class Prediction:
+    """What `predict` wrote.
 
+    Attributes:
+      assignments: path of assignments.csv (item, cluster, confidence), one row per readable input.
+      cluster_sizes: images per cluster [K].
+      unreadable: path of unreadable.csv (path, reason), the input files skipped.
+      skipped: number of files skipped; skipped_reasons: {reason: count}.
+      folders: the cluster folders' directory (--copy_images), else None.
+    """
+
+    assignments: str
+    cluster_sizes: list
+    unreadable: str
+    skipped: int
+    skipped_reasons: dict
+    folders: str | None = None
+
+
+def predict(model_dir: str, input_path: str, output_dir: str, copy_images: bool = False,
+            batch_size: int = 256, warn=None, overwrite: bool = False) -> Prediction:
+    """Assigns the export's clusters to a folder or .npz of images; writes into `output_dir`.
+
+    `output_dir` is checked before anything is read (export.output_dir): disjoint from the input
+    and the model both ways, and new, empty or holding only what `tfcluster predict` wrote there,
+    unless `overwrite`. It receives assignments.csv (item, cluster, confidence; item = the path
+    relative to a folder input, or the row of an .npz), unreadable.csv (path, reason: the files
+    skipped) and, with `copy_images`, cluster_KK/ folders of copies (PNGs for .npz rows).
     `warn(text)` (default: print to stderr) hears when the inputs look unlike the
     training data (export.drift; exports from before it was kept are not checked).
     """
+    from tfcluster.export import report
+    from tfcluster.export.output_dir import OutputDir
+    from tfcluster.run import skipped_counts
+
+    out = OutputDir.claim(output_dir, "predict", inputs=[input_path, model_dir], overwrite=overwrite)
     model = ExportedModel(model_dir)
     source = load_input(model, input_path)
-    out = model.predict(source.x, batch_size)
-    clusters, confidence = out["cluster"], out["probabilities"].max(1)
+    result = model.predict(source.x, batch_size)
+    clusters, confidence = result["cluster"], result["probabilities"].max(1)
     for text in drift.compare(model.meta.get("input_statistics"), source.x, clusters):
         (warn or (lambda t: print(f"warning: {t}", file=sys.stderr)))(text)
-    items = list(source.info.items) or [str(i) for i in range(len(source))]
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "assignments.csv")
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["item", "cluster", "confidence"])
-        for item, k, p in zip(items, clusters, confidence):
-            writer.writerow([item, int(k), f"{p:.6f}"])
+    folder = os.path.isdir(input_path)
+    items = report.relative_items(source.info.items, input_path) if folder else [str(i) for i in range(len(source))]
+    path = out.file("assignments.csv")
+    report.write_assignments(path, items, clusters, confidence, name="item")
+    skipped = report.relative_items(source.info.skipped_items, input_path) if folder else []
+    unreadable = out.file("unreadable.csv")
+    report.write_unreadable(unreadable, skipped, source.info.skipped_reasons)
+    k = result["probabilities"].shape[1]
+    folders = None
     if copy_images:
-        from PIL import Image
+        order = report.cluster_order(clusters, confidence, k)
+        if folder:
+            files, names = source.info.items, None
+        else:
+            files, names = [functools.partial(_save_png, source.x[i]) for i in range(len(source))], \
+                [f"{i:06d}.png" for i in range(len(source))]
+        report.write_cluster_folders(out, files, order, copy=True, top="", names=names)
+        folders = out.root
+    counts = np.bincount(clusters, minlength=k).tolist()
+    return Prediction(assignments=path, cluster_sizes=counts, unreadable=unreadable, skipped=len(skipped),
+                      skipped_reasons=skipped_counts(source.info.skipped_reasons), folders=folders)
 
-        for i, (item, k) in enumerate(zip(items, clusters)):
-            folder = os.path.join(output_dir, f"cluster_{int(k):02d}")
-            os.makedirs(folder, exist_ok=True)
-            if source.info.items:
-                shutil.copy2(item, os.path.join(folder, f"{i:06d}_{os.path.basename(item)}"))
-            else:
-                img = source.x[i]
-                Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(os.path.join(folder, f"{i:06d}.png"))
-    counts = np.bincount(clusters, minlength=out["probabilities"].shape[1]).tolist()
-    return path, counts
+
+def _save_png(image: np.ndarray, path: str) -> None:
+    from PIL import Image
+
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path, format="PNG")
