@@ -165,17 +165,98 @@ def test_a_stop_signal_saves_at_the_next_step_and_the_rerun_continues_the_epoch(
 
     monkeypatch.setattr(loop.Trainer, "_train_step", step_then_signal)
     before = signal.getsignal(signum)
-    with pytest.raises(TrainingInterrupted, match=rf"stopped by {signum.name} in epoch 2 at step "
-                                                  rf"{STEPS_PER_EPOCH + 5}; saved .*re-run") as info:
+    # DAC's epoch is one stage whose begin computes the epoch's targets: it restarts from the epoch's start
+    with pytest.raises(TrainingInterrupted, match=rf"stopped by {signum.name} in epoch 2; the re-run repeats "
+                                                  rf"'train' from its start \(step {STEPS_PER_EPOCH}\).*saved "
+                                                  ".*re-run") as info:
         run.train(_options(workdir, epochs=3), log=lambda m: None)
     assert info.value.signal_number == signum
     assert signal.getsignal(signum) is before and len(calls) == STEPS_PER_EPOCH + 5  # handler put back
-    assert _checkpoints(workdir)[-1].endswith(f"ckpt-{STEPS_PER_EPOCH + 5}")
+    assert _checkpoints(workdir)[-1].endswith(f"ckpt-{STEPS_PER_EPOCH}")
     monkeypatch.setattr(loop.Trainer, "_train_step", original)
     messages = []
     metrics = run.train(_options(workdir, epochs=3), log=messages.append)
-    assert any(m.startswith(f"resumed from {_checkpoints(workdir)[-3]} (epoch 1, step {STEPS_PER_EPOCH + 5})")
+    assert any(m.startswith(f"resumed from {_checkpoints(workdir)[-3]} (epoch 1, step {STEPS_PER_EPOCH})")
                for m in messages)
-    # the rest of epoch 2, then epoch 3: no step lost or repeated
+    # epoch 2 again from its start, then epoch 3: no step lost or counted twice
     assert metrics["steps"] == 3 * STEPS_PER_EPOCH and metrics["epochs_run"] == 2
     assert metrics["acc"] is not None and np.isfinite(metrics["acc"])
+
+
+# method -> overrides of its cpu preset: two short epochs on 400 MNIST images, a checkpoint every epoch.
+EXACT_RUNS = {
+    "dac": ("epochs=2", "chunk_size=200", "width=0.125", "calibration_samples=200", "eval_every=1"),
+    "dccm": ("epochs=2", "chunk_size=200", "width=0.125", "calibration_samples=200", "report_samples=200",
+             "eval_every=1"),
+    "gatcluster": ("epochs=2", "large_batch=200", "target_batch=200", "repeats=2", "width=0.125",
+                   "calibration_samples=200", "eval_every=1", "kmeans_init=2"),
+    "dbc": ("ae_epochs=1", "epochs=2", "batch_size=50", "width=0.25", "kmeans_n_init=2", "tol=0",
+            "checkpoint_every=1", "steps_per_call=2", "preview_images=0"),
+    "precise_gan": ("generator_iterations=12", "eval_every_iterations=6", "holdout=40", "eval_fakes=100",
+                    "hidden=64", "dim=8"),
+}
+
+
+@pytest.fixture(scope="module")
+def mnist400():
+    from tfcluster.data import sources
+
+    full = sources.load("mnist5k")
+    idx = np.random.RandomState(0).permutation(len(full))[:400]
+    return sources.make_source("mnist400", full.x[idx], full.y[idx], num_classes=10)
+
+
+class _Killed(Exception):
+    """Stands for SIGKILL: the run ends at once, nothing saved."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(EXACT_RUNS))
+def test_resuming_is_exact_after_a_kill_and_after_sigterm(tmp_path, monkeypatch, mnist400, method):
+    """An uninterrupted run, and one killed in its last epoch (resumed from the last epoch's checkpoint),
+    then stopped by SIGTERM in the middle of a stage (resumed from that stage's start when it has a begin,
+    from the step reached when not), end with the same probabilities, bit for bit."""
+    def options(name):
+        return run.RunOptions(method=method, dataset="mnist400", workdir=str(tmp_path / name), preset="cpu",
+                              seed=1, overrides=EXACT_RUNS[method], progress=False, export=False,
+                              deterministic=True)
+
+    calls = []
+    original = loop.Trainer._train_step
+
+    def counting(self, step_fn, batch, epoch):
+        out = original(self, step_fn, batch, epoch)
+        calls.append(epoch)
+        return out
+
+    monkeypatch.setattr(loop.Trainer, "_train_step", counting)
+    whole = run.train(options("whole"), log=lambda m: None, source=mnist400)
+    total, last_epoch = len(calls), calls[-1]
+    kill_at = calls.index(last_epoch) + 1  # after the last epoch's first call: the epoch before's checkpoint
+    term_at = total - 1  # counted on over the resumed run: its last epoch's third-to-last call
+    assert 1 <= kill_at < term_at < total
+
+    def stopping(self, step_fn, batch, epoch):
+        out = original(self, step_fn, batch, epoch)
+        calls.append(epoch)
+        if len(calls) == kill_at:
+            raise _Killed()
+        if len(calls) == term_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    calls.clear()
+    monkeypatch.setattr(loop.Trainer, "_train_step", stopping)
+    with pytest.raises(_Killed):
+        run.train(options("stopped"), log=lambda m: None, source=mnist400)
+    steps_done = len(calls)  # the count goes on: the resumed run's calls follow
+    messages = []
+    with pytest.raises(TrainingInterrupted):
+        run.train(options("stopped"), log=messages.append, source=mnist400)
+    assert any(m.startswith("resumed from") for m in messages)
+    assert len(calls) >= term_at and steps_done == kill_at
+    monkeypatch.setattr(loop.Trainer, "_train_step", original)
+    resumed = run.train(options("stopped"), log=lambda m: None, source=mnist400)
+    np.testing.assert_array_equal(np.load(tmp_path / "stopped" / "probabilities.npy"),
+                                  np.load(tmp_path / "whole" / "probabilities.npy"))
+    assert resumed["steps"] == whole["steps"] and resumed["acc"] == whole["acc"]

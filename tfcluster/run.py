@@ -133,19 +133,31 @@ _RESUME_KEYS = ("method", "dataset", "preset", "num_clusters", "seed", "config",
 _SPEED_FIELDS = ("steps_per_call",)
 
 
-def _check_resume(workdir: str, resolved: dict) -> None:
-    """Refuses to resume a work directory trained with other settings."""
+def resume_settings(resolved: dict) -> dict:
+    """The settings a run resumes only with (the resolved config's `_RESUME_KEYS`, speed fields left out)."""
+    out = json.loads(json.dumps({k: resolved.get(k) for k in _RESUME_KEYS}, default=str))
+    for field in _SPEED_FIELDS:
+        (out.get("config") or {}).pop(field, None)
+    return out
+
+
+def _check_resume(workdir: str, resolved: dict, log=print) -> None:
+    """Refuses to resume a work directory trained with other settings (config.json's; the checkpoints
+    carry them too, and the Trainer checks those whatever config.json holds)."""
     path = os.path.join(workdir, "config.json")
     if not (os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints"))):
         return
-    with open(path, encoding="utf-8") as f:
-        old = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        log(f"{path} is unreadable ({type(e).__name__}); the settings are checked against the checkpoint's, "
+            "and the file is written anew")
+        return
     old = {"precision": "float32", **old}  # runs from before --precision were float32
-    old_cmp = json.loads(json.dumps({k: old.get(k) for k in _RESUME_KEYS}))
-    new_cmp = json.loads(json.dumps({k: resolved.get(k) for k in _RESUME_KEYS}, default=str))
-    for cmp in (old_cmp, new_cmp):
-        for field in _SPEED_FIELDS:
-            (cmp.get("config") or {}).pop(field, None)
+    old_cmp, new_cmp = resume_settings(old), resume_settings(resolved)
     if old_cmp != new_cmp:
         diff = [k for k in _RESUME_KEYS if old_cmp.get(k) != new_cmp.get(k)]
         raise InputError(f"work directory {workdir!r} holds a run with other settings ({', '.join(diff)} "
@@ -156,7 +168,7 @@ def train(options: RunOptions, log=print, source: sources.Source | None = None) 
     """Runs training, evaluation and export. Returns the metrics dict (also in metrics.json)."""
     t0 = time.perf_counter()
     method, source, preprocessor, resolved = build(options, source)
-    _check_resume(options.workdir, resolved)
+    _check_resume(options.workdir, resolved, log)
     # The chief writes to options.workdir; other workers of a multi-worker run to their own subdirectory.
     workdir = worker_workdir(options.workdir, method.strategy)
     with WorkdirLock(workdir) as lock:
@@ -167,15 +179,17 @@ def train(options: RunOptions, log=print, source: sources.Source | None = None) 
 
 
 def _train_locked(options, log, method, source, preprocessor, resolved, workdir, t0) -> dict:
+    restore_dir = None if workdir == options.workdir else os.path.join(options.workdir, "checkpoints")
+    trainer = Trainer(method, source, workdir, progress=options.progress, log=log, restore_dir=restore_dir,
+                      settings=resume_settings(resolved))
+    trainer.restore()  # refuses checkpoints of other settings before config.json is written
     config_lib.write_json(os.path.join(workdir, "config.json"), resolved)
     if source.info.skipped:
         log(f"skipped {source.info.skipped} unreadable image file(s) in {options.dataset}")
     log(f"{options.method} on {options.dataset}: {len(source)} samples, K={method.num_clusters}, "
         f"{resolved['replicas']} replica(s), preset {options.preset}, precision {method.precision}")
-    restore_dir = None if workdir == options.workdir else os.path.join(options.workdir, "checkpoints")
-    trainer = Trainer(method, source, workdir, progress=options.progress, log=log, restore_dir=restore_dir)
     t_run = time.perf_counter()
-    result = trainer.run()
+    result = trainer.run(restore=False)
     t_end = time.perf_counter()
     out = {
         "method": options.method, "dataset": options.dataset, "preset": options.preset, "seed": options.seed,

@@ -13,16 +13,23 @@
 
 Checkpoints (`tf.train.CheckpointManager`, which writes files first and then
 atomically updates its index) hold the method's models, optimizers and state,
-the epoch, the global step and the position in the epoch; a re-run with the
-same work directory resumes from the latest readable one (an unreadable one,
-e.g. truncated, is reported and the one before it used). A failed write (full
-disk) ends the run with StorageError, the earlier checkpoints intact. A
-non-finite loss stops training before anything is saved, so the last good
-checkpoint stays the latest. SIGINT / SIGTERM stop training at the next step
-(or block) boundary: a checkpoint of that position is saved and TrainingInterrupted
-raised; the re-run continues the epoch where it stopped (the stages before are
-not re-run; the interrupted stage's `begin` is, on the saved weights, and its
-batches already trained are skipped).
+the epoch, the global step, the position in the epoch and the run's settings;
+a re-run with the same work directory resumes from the latest readable one (an
+unreadable one, e.g. truncated, is reported and the one before it used; an
+unreadable index is rebuilt from the ckpt-* files), and refuses one written with
+other settings. A failed write (full disk) ends the run with StorageError, the
+earlier checkpoints intact. A non-finite loss stops training before anything is
+saved, so the last good checkpoint stays the latest.
+
+Resuming is exact: the re-run trains the steps the uninterrupted run would have
+trained, on the same batches, targets and weights. SIGINT / SIGTERM stop training
+at the next step (or block) boundary and save a checkpoint, then raise
+TrainingInterrupted: in a stage without a `begin`, of the position reached (the
+re-run skips the batches already trained); in a stage with one (targets, k-means,
+calibration: computed from the weights at the stage's start), of the state at the
+stage's start, kept in memory when the stage began (the re-run repeats the
+stage's `begin` and its steps). After SIGKILL a re-run resumes from the last
+epoch-end checkpoint (`checkpoint_every`).
 """
 
 from __future__ import annotations
@@ -30,17 +37,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import glob
+import json
 import math
 import os
+import re
 import signal
 import threading
 import time
 from typing import Callable
 
+import keras
 import numpy as np
 import tensorflow as tf
 import threadpoolctl
 
+from tfcluster import config as config_lib
 from tfcluster.data import pipeline
 from tfcluster.data.sources import Source
 from tfcluster.errors import InputError, NonFiniteLossError, StorageError, TrainingInterrupted
@@ -91,6 +103,63 @@ def distribute_batch(strategy: tf.distribute.Strategy, batch, axis: int = 0):
     return strategy.experimental_distribute_values_from_function(value_fn)
 
 
+_CKPT_INDEX = re.compile(r"^(ckpt-(\d+))\.index$")
+
+
+def checkpoint_files(directory: str) -> list[str]:
+    """The checkpoint prefixes (".../ckpt-N") whose index files are in `directory`, oldest (smallest N) first."""
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index")):
+        match = _CKPT_INDEX.match(os.path.basename(path))
+        if match:
+            found.append((int(match.group(2)), os.path.join(directory, match.group(1))))
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_paths(directory: str) -> list[str]:
+    """The checkpoints of `directory`, oldest first: its index's, or its ckpt-* files' when the index is
+    missing or unreadable (`repair_index` rebuilds it)."""
+    state = tf.train.get_checkpoint_state(directory) if os.path.isdir(directory) else None
+    if state is None:
+        return checkpoint_files(directory)
+    paths = list(state.all_model_checkpoint_paths)
+    if state.model_checkpoint_path and state.model_checkpoint_path not in paths:
+        paths.append(state.model_checkpoint_path)
+    return paths
+
+
+def repair_index(directory: str, log: Callable[[str], None] = print) -> None:
+    """Rebuilds `directory`'s checkpoint index from its ckpt-* files when it is missing or unreadable.
+
+    Without it `tf.train.CheckpointManager` sees no checkpoint, and the run would start afresh and
+    write new checkpoints over the old ones' names. The unreadable index is kept as checkpoint.unreadable.
+    """
+    index = os.path.join(directory, "checkpoint")
+    files = checkpoint_files(directory) if os.path.isdir(directory) else []
+    if not files:
+        return
+    if os.path.exists(index) and tf.train.get_checkpoint_state(directory) is not None:
+        return
+    if os.path.exists(index):
+        os.replace(index, index + ".unreadable")
+        what = f"the checkpoint index {index} is unreadable (kept as checkpoint.unreadable)"
+    else:
+        what = f"the checkpoint index {index} is missing"
+    names = [os.path.basename(f) for f in files]
+    stamps = [os.path.getmtime(f + ".index") for f in files]
+    text = "".join([f'model_checkpoint_path: "{names[-1]}"\n']
+                   + [f'all_model_checkpoint_paths: "{n}"\n' for n in names]
+                   + [f"all_model_checkpoint_timestamps: {t!r}\n" for t in stamps]
+                   + [f"last_preserved_timestamp: {min(stamps) - 1.0!r}\n"])  # CheckpointState's text format
+    try:
+        config_lib.atomic_write_text(index, text)
+    except OSError as e:
+        raise StorageError(f"{what}, and a new one could not be written ({e}); free space or fix the "
+                           "directory, then re-run") from e
+    log(f"{what}; rebuilt it from the {len(files)} checkpoint file(s) found: "
+        + ", ".join(os.path.basename(f) for f in files))
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What a run produced: final metrics and timing."""
@@ -131,10 +200,13 @@ class Trainer:
       restore_dir: the checkpoint directory to resume from; None: workdir/checkpoints.
         (A multi-worker run's non-chief workers write their own copies but resume
         from the chief's: `training.strategy.worker_workdir`.)
+      settings: the run's settings (a JSON-able dict, e.g. method, dataset, config);
+        stored in every checkpoint, and a checkpoint stored with other settings is
+        refused on resume (naming the keys that differ).
     """
 
     def __init__(self, method: Method, source: Source, workdir: str, progress: bool = True,
-                 log: Callable[[str], None] = print, restore_dir: str | None = None):
+                 log: Callable[[str], None] = print, restore_dir: str | None = None, settings: dict | None = None):
         if method.preprocessor is None:
             raise InputError(f"method {method.name!r} was made without a Preprocessor; pass preprocessor= "
                              "to its constructor")
@@ -162,17 +234,23 @@ class Trainer:
         # Training samples the steps have taken so far (a GAN step counts its generator batch); the
         # x axis of learning curves (eval/train_images). Checkpoints from before it resume it at 0.
         self.images_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="images_seen")
+        # The run's settings as JSON ("" when not given): what a checkpoint was written with.
+        self._settings = json.dumps(settings, sort_keys=True, default=str) if settings is not None else ""
+        self.settings = tf.Variable(self._settings, dtype=tf.string, trainable=False, name="settings")
         self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, step=self.step, stage_index=self.stage_index,
                                               stage_step=self.stage_step, images_seen=self.images_seen,
-                                              **method.checkpoint_objects())
-        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(workdir, "checkpoints"),
-                                                  max_to_keep=cfg.max_checkpoints)
+                                              settings=self.settings, **method.checkpoint_objects())
+        directory = os.path.join(workdir, "checkpoints")
+        repair_index(directory, log)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=cfg.max_checkpoints)
         self.restore_dir = restore_dir
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
         self._predict_fn = tf.function(method.predict, reduce_retracing=True)
         self._probabilities = None  # predict_all()'s, while no step, stage or weight change came after
         self._dist_steps = {}
         self._stop_signal = None  # set by the SIGINT / SIGTERM handler
+        self._variables = None  # every variable a checkpoint holds (_snapshot)
+        self.resumed_from = None  # restore()'s checkpoint
 
     # -- checkpoints ---------------------------------------------------------------
     def restore(self) -> str | None:
@@ -183,10 +261,7 @@ class Trainer:
         """
         self._probabilities = None
         directory = self.restore_dir or self.manager.directory
-        state = tf.train.get_checkpoint_state(directory)
-        paths = list(state.all_model_checkpoint_paths) if state else []
-        if state and state.model_checkpoint_path and state.model_checkpoint_path not in paths:
-            paths.append(state.model_checkpoint_path)
+        paths = checkpoint_paths(directory)
         unreadable = []
         for path in reversed(paths):
             try:
@@ -199,11 +274,24 @@ class Trainer:
                 self.log(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
                          "trying the one before it")
                 continue
+            self._check_settings(path)
+            self.resumed_from = path
             return path
         if unreadable:
             raise InputError(f"no readable checkpoint in {directory}: {', '.join(unreadable)} could not be "
                              "read; move them away to start afresh")
         return None
+
+    def _check_settings(self, path: str) -> None:
+        """InputError when the checkpoint just restored was written with other settings than this run's."""
+        saved = self.settings.numpy().decode()
+        self.settings.assign(self._settings)
+        if not saved or not self._settings or saved == self._settings:
+            return  # a checkpoint from before settings were kept, or a run that gave none
+        old, new = json.loads(saved), json.loads(self._settings)
+        differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise InputError(f"the checkpoint {path} was written with other settings ({', '.join(differ)} differ); "
+                         "use a new --workdir, or the same settings to resume it")
 
     def save(self) -> str:
         """Writes a checkpoint (atomically: files first, then the index). Raises StorageError on failure."""
@@ -238,15 +326,37 @@ class Trainer:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
-    def _interrupt(self, epoch: int, stage_index: int, stage_step: int):
-        """Saves the position reached and raises TrainingInterrupted."""
+    def _interrupt(self, epoch: int, stage_index: int, stage_step: int, stage=None, snapshot=None):
+        """Saves the position reached (with `snapshot`: the state at the start of `stage`) and raises
+        TrainingInterrupted."""
+        if snapshot is not None:
+            self._restore_snapshot(snapshot)
+            stage_step = 0
         self.stage_index.assign(stage_index)
         self.stage_step.assign(stage_step)
         path = self.save()
         signum, self._stop_signal = self._stop_signal, None
+        where = (f"; the re-run repeats {stage.name!r} from its start (step {int(self.step.numpy())}): its targets "
+                 "come from the weights at that start" if snapshot is not None else "")
         raise TrainingInterrupted(
-            f"stopped by {signal.Signals(signum).name} in epoch {epoch + 1} at step {int(self.step.numpy())}; "
-            f"saved {path}: re-run the same command to continue from there", signum)
+            f"stopped by {signal.Signals(signum).name} in epoch {epoch + 1}{where}; saved {path}: re-run the same "
+            "command to continue from there", signum)
+
+    def _checkpoint_variables(self) -> list:
+        """Every variable the checkpoint holds (models, optimizers, state, the loop's counters)."""
+        if self._variables is None:
+            objects = tf.train.TrackableView(self.checkpoint).descendants()
+            self._variables = [o for o in objects if isinstance(o, (tf.Variable, keras.Variable))]
+        return self._variables
+
+    def _snapshot(self) -> list:
+        """Host copies of every checkpointed variable's value (the state `_restore_snapshot` puts back)."""
+        return [np.array(v.numpy(), copy=True) for v in self._checkpoint_variables()]
+
+    def _restore_snapshot(self, values: list) -> None:
+        for variable, value in zip(self._checkpoint_variables(), values):
+            variable.assign(value)
+        self._probabilities = None
 
     # -- inference -------------------------------------------------------------------
     def predict_all(self, fn: Callable | None = None, subset: np.ndarray | None = None,
@@ -366,8 +476,9 @@ class Trainer:
                 summaries.write_scalars(self.writer, {f"train/{k}": v for k, v in out.items()}, step)
         return out
 
-    def run(self) -> TrainResult:
-        resumed = self.restore()
+    def run(self, restore: bool = True) -> TrainResult:
+        """Trains the epochs left and evaluates; `restore` False: `restore()` was called already."""
+        resumed = self.restore() if restore else self.resumed_from
         if resumed:
             self.log(f"resumed from {resumed} (epoch {int(self.epoch.numpy())}, step {int(self.step.numpy())})")
         if not self.method.trainable:
@@ -422,6 +533,8 @@ class Trainer:
                     if index == resume_stage:
                         skip = min(resume_step, stage.steps)
                 self._probabilities = None
+                # a stage whose begin computes from the weights restarts from its start when interrupted
+                snapshot = self._snapshot() if stage.begin is not None and stage.steps and not skip else None
                 if stage.begin is not None:
                     progress.phase(f"{stage.name} (prepare)" if stage.steps else stage.name)
                     summaries.write_logs(self.writer, stage.begin(), int(self.step.numpy()))
@@ -445,7 +558,7 @@ class Trainer:
                     progress.step(done, out.get("loss"),
                                   (in_stage - skip) * stage.batch_size / max(time.perf_counter() - t0, 1e-9))
                     if self._stop_signal is not None:
-                        self._interrupt(epoch, index, in_stage)
+                        self._interrupt(epoch, index, in_stage, stage, snapshot)
                 elapsed += time.perf_counter() - t0
             train_seconds += elapsed
             images += epoch_images
