@@ -1,7 +1,9 @@
 """The faults a long run meets: a work directory in use, a full disk, a truncated checkpoint,
 SIGINT / SIGTERM in the middle of an epoch."""
 
+import contextlib
 import glob
+import json
 import os
 import resource
 import signal
@@ -260,3 +262,156 @@ def test_resuming_is_exact_after_a_kill_and_after_sigterm(tmp_path, monkeypatch,
     np.testing.assert_array_equal(np.load(tmp_path / "stopped" / "probabilities.npy"),
                                   np.load(tmp_path / "whole" / "probabilities.npy"))
     assert resumed["steps"] == whole["steps"] and resumed["acc"] == whole["acc"]
+
+
+# -- a damaged work directory, a full file system, a foreign model ---------------------------------------------
+
+def _stopped_after_two_epochs(workdir):
+    with pytest.raises(_Stop):
+        run.train(_options(workdir, epochs=3), log=_stop_after(2))
+    return _checkpoints(workdir)
+
+
+def test_a_garbled_checkpoint_index_is_rebuilt_not_a_silent_fresh_start(tmp_path):
+    workdir = tmp_path / "run"
+    first, latest = _stopped_after_two_epochs(workdir)
+    stamps = {p: os.path.getmtime(p + ".index") for p in (first, latest)}
+    index = workdir / "checkpoints" / "checkpoint"
+    index.write_bytes(b"model_checkpoint_path: \x00\xff garbled {{")
+    messages = []
+    metrics = run.train(_options(workdir, epochs=3), log=messages.append)
+    assert any("is unreadable (kept as checkpoint.unreadable); rebuilt it from the 2 checkpoint file(s) found: "
+               f"ckpt-{STEPS_PER_EPOCH}, ckpt-{2 * STEPS_PER_EPOCH}" in m for m in messages)
+    assert any(m.startswith(f"resumed from {latest} (epoch 2, step {2 * STEPS_PER_EPOCH})") for m in messages)
+    assert metrics["epochs_run"] == 1 and metrics["steps"] == 3 * STEPS_PER_EPOCH
+    assert {p: os.path.getmtime(p + ".index") for p in (first, latest)} == stamps  # not written over
+    assert (workdir / "checkpoints" / "checkpoint.unreadable").exists()
+
+
+def test_the_checkpoint_carries_the_settings_when_config_json_is_gone_or_truncated(tmp_path):
+    workdir = tmp_path / "run"
+    _stopped_after_two_epochs(workdir)
+    config = workdir / "config.json"
+    kept = config.read_text()
+    config.unlink()
+    changed = dataclasses_replace(_options(workdir, epochs=3),
+                                  overrides=_options(workdir, epochs=3).overrides + ("learning_rate=1e30",))
+    with pytest.raises(InputError, match=r"was written with other settings \(config.learning_rate differ\)"):
+        run.train(changed, log=lambda m: None)
+    assert not config.exists()  # the refused settings were not written down
+    config.write_text(kept[:len(kept) // 2])  # truncated
+    messages = []
+    with pytest.raises(InputError, match="config.learning_rate differ"):
+        run.train(changed, log=messages.append)
+    assert any("config.json is unreadable (JSONDecodeError)" in m for m in messages)
+    metrics = run.train(_options(workdir, epochs=3), log=messages.append)  # the same settings resume
+    assert metrics["steps"] == 3 * STEPS_PER_EPOCH
+    assert json.load(open(config))["config"]["learning_rate"] == 0.001
+
+
+@contextlib.contextmanager
+def _small_filesystem(path, kilobytes):
+    """A tmpfs of that size mounted at `path` (root only); yields a function that enlarges it to 64 MB, or
+    None where mounting is not permitted."""
+    os.makedirs(path, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(path)],
+                             capture_output=True).returncode == 0 if hasattr(os, "geteuid") and os.geteuid() == 0 \
+        else False
+
+    def enlarge():
+        subprocess.run(["mount", "-o", "remount,size=64m", str(path)], check=True)
+
+    try:
+        yield enlarge if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_filesystem_ends_with_one_clear_line_and_the_run_resumes_once_there_is_space(tmp_path):
+    """A 160 kB file system holds the first epoch's checkpoint (about 90 kB with the events) but not the
+    second's. Where mounting is not permitted, a file size limit below one checkpoint stands in."""
+    workdir = tmp_path / "disk" / "run"
+    with _small_filesystem(tmp_path / "disk", 160) as enlarge:
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        if enlarge is None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, hard))
+        try:
+            with pytest.raises(StorageError) as info:
+                run.train(_options(workdir, epochs=3), log=lambda m: None)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, old_handler)
+        message = str(info.value)
+        assert "\n" not in message and str(workdir) in message and "re-run" in message, message
+        saved = tf.train.get_checkpoint_state(str(workdir / "checkpoints"))
+        if enlarge is not None:
+            assert saved is not None  # the first epoch's checkpoint is whole
+            enlarge()
+        messages = []
+        metrics = run.train(_options(workdir, epochs=3), log=messages.append)
+        assert metrics["steps"] == 3 * STEPS_PER_EPOCH
+        if saved is not None:
+            assert any(m.startswith(f"resumed from {saved.model_checkpoint_path}") for m in messages)
+
+
+def test_tensorboard_and_lock_file_write_failures_are_storage_errors(tmp_path):
+    from tfcluster.training import summaries
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))
+    try:
+        with pytest.raises(StorageError, match=rf"could not write TensorBoard events to {tmp_path}/tb/events\.out"
+                                               r"\.tfevents\S+ \(File too large\): free space"):
+            for step in range(300):
+                summaries.write_scalars(writer, {"x": float(step)}, step)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
+        with pytest.raises(StorageError, match=rf"could not write the lock file {tmp_path}/w/.lock"):
+            WorkdirLock(str(tmp_path / "w")).acquire()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    with WorkdirLock(str(tmp_path / "w")) as lock:  # once there is space, the lock is taken as usual
+        assert lock.stale_holder is None
+
+
+def test_a_savedmodel_not_made_by_tfcluster_is_named_in_one_line(tmp_path):
+    module = tf.Module()
+    module.f = tf.function(lambda x: {"y": x * 2.0}, input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "foreign"), signatures={"serving_default": module.f})
+    proc = subprocess.run([sys.executable, "-m", "tfcluster", "predict", f"--model={tmp_path / 'foreign'}",
+                           f"--input={tmp_path / 'x.npz'}", f"--output={tmp_path / 'out'}"], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "is not a tfcluster export: its serving_default signature takes 'x'" in last
+    assert "Traceback" not in proc.stderr
+
+
+def test_non_finite_numbers_are_refused_in_configs():
+    from tfcluster import configs
+    from tfcluster.data import sources
+
+    info = sources.DatasetInfo(name="x", num_classes=10, image_shape=(28, 28, 1), num_samples=100)
+    for override in ("learning_rate=nan", "learning_rate=inf", "learning_rate=-inf", "augment.scale=1,inf"):
+        with pytest.raises(InputError, match="finite"):
+            configs.resolve("dac", "cpu", info, (override,))
+
+
+def test_a_failed_write_outside_the_library_is_one_line_not_a_traceback():
+    import errno
+
+    from tfcluster.cli import reports_errors
+
+    @reports_errors
+    def main(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/summary.json")
+
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert str(info.value.code) == ("error: could not write /data/out/summary.json (No space left on device): free "
+                                    "space or fix the directory's permissions, then re-run the same command "
+                                    "(checkpoints already written are intact)")

@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import tempfile
 import typing
 
-from tfcluster.errors import InputError
+from tfcluster.errors import InputError, StorageError
 
 
 def to_dict(config) -> dict:
@@ -32,18 +33,42 @@ def _parse_value(text: str, current, field_type):
     if isinstance(current, int) and not isinstance(current, bool):
         return int(text)
     if isinstance(current, float):
-        return float(text)
+        return _finite(float(text))
     if isinstance(current, tuple):
         parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
         kinds = [type(v) for v in current] or [float]
         kind = kinds[0]
-        return tuple(kind(p.strip()) if kind is not bool else p.strip().lower() == "true" for p in parts)
+        values = tuple(kind(p.strip()) if kind is not bool else p.strip().lower() == "true" for p in parts)
+        for v in values:
+            if isinstance(v, float):
+                _finite(v)
+        return values
     if current is None:
         try:
             return json.loads(text)
         except json.JSONDecodeError:
             return text
     return text
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value}")
+    return value
+
+
+def non_finite_fields(config, prefix: str = "") -> list[str]:
+    """Names of the float fields (nested dataclasses and tuples included) holding NaN or an infinity."""
+    bad = []
+    for field in dataclasses.fields(config):
+        value, name = getattr(config, field.name), prefix + field.name
+        if dataclasses.is_dataclass(value):
+            bad += non_finite_fields(value, name + ".")
+        elif isinstance(value, (tuple, list)):
+            bad += [name] if any(isinstance(v, float) and not math.isfinite(v) for v in value) else []
+        elif isinstance(value, float) and not math.isfinite(value):
+            bad.append(name)
+    return bad
 
 
 def override(config, assignments) -> typing.Any:
@@ -91,7 +116,20 @@ _FILE_MODE = _default_file_mode()  # what open() gives a new file under the proc
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    """Writes a file so that readers see the old or the new content, never a part."""
+    """Writes a file so that readers see the old or the new content, never a part.
+
+    Raises StorageError (an OSError) naming the file when it cannot be written (full disk, permissions).
+    """
+    try:
+        _atomic_write_text(path, text)
+    except StorageError:
+        raise
+    except OSError as e:
+        raise StorageError(f"could not write {path} ({e.strerror or e}): free space (or fix the directory), "
+                           "then re-run the same command; the earlier file and checkpoints are intact") from e
+
+
+def _atomic_write_text(path: str, text: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))

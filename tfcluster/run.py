@@ -28,7 +28,7 @@ from tfcluster import configs
 from tfcluster import methods
 from tfcluster.data import sources
 from tfcluster.data.preprocess import Preprocessor
-from tfcluster.errors import InputError
+from tfcluster.errors import InputError, StorageError
 from tfcluster.evaluation import metrics
 from tfcluster.export import drift, saved_model
 from tfcluster.training import precision
@@ -84,6 +84,20 @@ def resolve_num_clusters(requested: int, source: sources.Source) -> int:
     if k > len(source):
         raise InputError(f"num_clusters={k} is larger than the data ({len(source)} samples)")
     return k
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+    """np.save, atomically (a full disk leaves the previous file, never a part)."""
+    tmp = f"{path}.tmp-{os.getpid()}.npy"
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise StorageError(f"could not write {path} ({e.strerror or e}): free space (or fix the directory), then "
+                           "re-run the same command; the checkpoints are intact") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def set_seeds(seed: int, deterministic: bool) -> None:
@@ -212,7 +226,7 @@ def _train_locked(options, log, method, source, preprocessor, resolved, workdir,
             meta={k: resolved[k] for k in ("method", "dataset", "preset", "num_clusters", "seed")}
             | {"class_names": list(source.info.class_names),
                "input_statistics": drift.summarize(source.x, clusters, method.num_clusters)}, raw_dtype=raw_dtype)
-    np.save(os.path.join(workdir, "probabilities.npy"), result.probabilities)
+    save_npy(os.path.join(workdir, "probabilities.npy"), result.probabilities)
     out["cluster_sizes"] = np.bincount(clusters, minlength=method.num_clusters).tolist()
     if options.circle_plot:
         from tfcluster import visualize

@@ -17,6 +17,7 @@ in about a second; TensorFlow's C++ log lines are kept off stderr
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import os
@@ -35,6 +36,8 @@ SUBCOMMANDS = {
     "transfer": "transfer evaluation (DCCM section 4.1): an MLP trained with labels on an export's frozen features",
 }
 HELP = ("-h", "--help", "-help", "--helpfull", "help")
+# errno values of a failed write that no code path answers itself: said in one line, not a traceback.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM}
 
 
 def reports_errors(main):
@@ -52,6 +55,13 @@ def reports_errors(main):
             raise SystemExit(128 + e.signal_number) from e
         except TfclusterError as e:
             raise SystemExit(f"error: {e}") from e
+        except OSError as e:
+            if e.errno not in STORAGE_ERRNOS:
+                raise
+            where = f" {e.filename}" if e.filename else ""
+            raise SystemExit(f"error: could not write{where} ({e.strerror}): free space or fix the directory's "
+                             "permissions, then re-run the same command (checkpoints already written are "
+                             "intact)") from e
 
     return wrapped
 

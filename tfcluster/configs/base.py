@@ -96,6 +96,11 @@ class BaseConfig:
 
     def validate(self) -> None:
         """Raises InputError for a value no run can use (checked once, when a method is made)."""
+        from tfcluster.config import non_finite_fields
+
+        bad = non_finite_fields(self)
+        if bad:
+            raise InputError(f"{', '.join(bad)} must be finite numbers (not NaN or infinite)")
         if self.epochs < 0:
             raise InputError(f"epochs must be >= 0, got {self.epochs}")
         for field in ("batch_size", "eval_every", "checkpoint_every", "max_checkpoints", "log_every",

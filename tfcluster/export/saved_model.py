@@ -126,11 +126,23 @@ class ExportedModel:
         if "serving_default" not in self._loaded.signatures:
             raise InputError(f"{self.path!r} has no serving_default signature")
         self.signature = self._loaded.signatures["serving_default"]
-        spec = self.signature.structured_input_signature[1]["images"]
+        inputs = self.signature.structured_input_signature[1]
+        if "images" not in inputs:
+            raise InputError(f"{self.path!r} is not a tfcluster export: its serving_default signature takes "
+                             f"{', '.join(map(repr, sorted(inputs))) or 'no named inputs'}, not 'images'; "
+                             "give the export directory a `tfcluster train` run wrote (WORKDIR/export)")
+        spec = inputs["images"]
         self.input_shape = tuple(spec.shape[1:].as_list())
         self.input_dtype = spec.dtype
         meta_path = os.path.join(self.path, META_FILE)
-        self.meta = json.load(open(meta_path, encoding="utf-8")) if os.path.exists(meta_path) else {}
+        self.meta = {}
+        if os.path.exists(meta_path):
+            try:
+                with open(meta_path, encoding="utf-8") as f:
+                    self.meta = json.load(f)
+            except (OSError, ValueError) as e:
+                raise InputError(f"{meta_path} is unreadable ({type(e).__name__}): the export is damaged; "
+                                 "export it again (re-run its `tfcluster train` command)") from None
 
     def check(self, images) -> None:
         shape = tuple(images.shape[1:])

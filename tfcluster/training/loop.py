@@ -103,6 +103,14 @@ def distribute_batch(strategy: tf.distribute.Strategy, batch, axis: int = 0):
     return strategy.experimental_distribute_values_from_function(value_fn)
 
 
+def _differences(old, new, prefix: str = "") -> list[str]:
+    """The dotted keys at which two JSON values differ (e.g. ["config.learning_rate"])."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [prefix.rstrip(".")] if old != new else []
+
+
 _CKPT_INDEX = re.compile(r"^(ckpt-(\d+))\.index$")
 
 
@@ -116,10 +124,20 @@ def checkpoint_files(directory: str) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
+def _checkpoint_state(directory: str):
+    """tf.train.get_checkpoint_state, None also for an index that is not text (it raises then)."""
+    if not os.path.isdir(directory):
+        return None
+    try:
+        return tf.train.get_checkpoint_state(directory)
+    except (ValueError, tf.errors.OpError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
 def checkpoint_paths(directory: str) -> list[str]:
     """The checkpoints of `directory`, oldest first: its index's, or its ckpt-* files' when the index is
     missing or unreadable (`repair_index` rebuilds it)."""
-    state = tf.train.get_checkpoint_state(directory) if os.path.isdir(directory) else None
+    state = _checkpoint_state(directory)
     if state is None:
         return checkpoint_files(directory)
     paths = list(state.all_model_checkpoint_paths)
@@ -138,7 +156,7 @@ def repair_index(directory: str, log: Callable[[str], None] = print) -> None:
     files = checkpoint_files(directory) if os.path.isdir(directory) else []
     if not files:
         return
-    if os.path.exists(index) and tf.train.get_checkpoint_state(directory) is not None:
+    if os.path.exists(index) and _checkpoint_state(directory) is not None:
         return
     if os.path.exists(index):
         os.replace(index, index + ".unreadable")
@@ -244,7 +262,11 @@ class Trainer:
         repair_index(directory, log)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=cfg.max_checkpoints)
         self.restore_dir = restore_dir
-        self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+        try:
+            self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+        except (tf.errors.OpError, OSError) as e:
+            raise StorageError(f"could not create TensorBoard's event file in {os.path.join(workdir, 'tensorboard')}"
+                               f" ({type(e).__name__}): free space (or fix the directory) and re-run") from e
         self._predict_fn = tf.function(method.predict, reduce_retracing=True)
         self._probabilities = None  # predict_all()'s, while no step, stage or weight change came after
         self._dist_steps = {}
@@ -288,8 +310,7 @@ class Trainer:
         self.settings.assign(self._settings)
         if not saved or not self._settings or saved == self._settings:
             return  # a checkpoint from before settings were kept, or a run that gave none
-        old, new = json.loads(saved), json.loads(self._settings)
-        differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        differ = _differences(json.loads(saved), json.loads(self._settings))
         raise InputError(f"the checkpoint {path} was written with other settings ({', '.join(differ)} differ); "
                          "use a new --workdir, or the same settings to resume it")
 

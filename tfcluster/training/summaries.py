@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+import functools
+import re
+
 import numpy as np
 import tensorflow as tf
 
+from tfcluster.errors import StorageError
 
+
+def _storage_errors(write):
+    """A failed write of event files (full disk, file size limit, permissions) -> StorageError naming the
+    file; the run's checkpoints are not touched by it."""
+
+    @functools.wraps(write)
+    def wrapped(*args, **kwargs):
+        try:
+            return write(*args, **kwargs)
+        except (tf.errors.OpError, OSError) as e:
+            text = str(getattr(e, "message", "") or e)
+            if isinstance(e, tf.errors.OpError) and "tfevents" not in text:
+                raise
+            found = re.search(r"(\S*events\.out\.tfevents\S*?)[;:\s]", text + " ")
+            where = found.group(1) if found else "the TensorBoard directory"
+            reason = next((part.strip() for part in text.split(";")[1:2] if part.strip()), type(e).__name__)
+            raise StorageError(f"could not write TensorBoard events to {where} ({reason.splitlines()[0]}): free "
+                               "space (or fix the directory), then re-run the same command to resume from the "
+                               "last checkpoint") from e
+
+    return wrapped
+
+
+@_storage_errors
 def write_scalars(writer, values: dict, step: int) -> None:
     with writer.as_default(step=int(step)):
         for key, value in values.items():
@@ -13,6 +41,7 @@ def write_scalars(writer, values: dict, step: int) -> None:
     writer.flush()
 
 
+@_storage_errors
 def write_logs(writer, values: dict, step: int) -> None:
     """Writes a dict of logs by kind: numbers as scalars, 1-D arrays as
     histograms, [N, H, W, C] arrays as images (values rescaled to [0, 1]),
@@ -94,6 +123,7 @@ def row_labels(names: list, row_height: int, channels: int) -> np.ndarray:
     return np.repeat(arr, channels, axis=-1)
 
 
+@_storage_errors
 def write_gallery(writer, name: str, image: np.ndarray, step: int) -> None:
     with writer.as_default(step=int(step)):
         tf.summary.image(name, image, max_outputs=1)

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 
-from tfcluster.errors import WorkdirInUseError
+from tfcluster.errors import StorageError, WorkdirInUseError
 
 LOCK_FILE = ".lock"
 
@@ -44,8 +44,13 @@ class WorkdirLock:
             return {"unparsed": text[:200]}
 
     def acquire(self) -> "WorkdirLock":
-        os.makedirs(self.workdir, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(self.workdir, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StorageError(f"could not create the lock file {self.path} ({e.strerror or e}): check that the "
+                               "work directory can be written (space, permissions) or pass another "
+                               "--workdir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -59,10 +64,16 @@ class WorkdirLock:
         self.stale_holder = self._holder(fd)  # what a holder that never released left
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, (json.dumps(record) + "\n").encode())
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, (json.dumps(record) + "\n").encode())
+            os.fsync(fd)
+        except OSError as e:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise StorageError(f"could not write the lock file {self.path} ({e.strerror or e}): free space in "
+                               "the work directory's file system, or pass another --workdir") from None
         self._fd = fd
         return self
 
