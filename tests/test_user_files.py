@@ -214,6 +214,21 @@ def test_a_file_that_takes_too_long_is_skipped_and_the_rest_read(tmp_path):
     assert result.skipped == [(files[3], "timed out (more than 0.5 s to read)")]
 
 
+def test_truncated_empty_and_oversized_files_are_skipped_with_their_reasons(tmp_path, monkeypatch):
+    _bands(tmp_path, n=3)
+    whole = (tmp_path / "img000.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[:len(whole) // 2])
+    (tmp_path / "empty.png").write_bytes(b"")
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "wide.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 700)  # 40 x 40 is more than twice that: a "bomb"
+    files = sorted(str(p) for p in tmp_path.glob("*.png"))
+    result = images.read_images(files, size=(24, 24), channels=1)
+    assert dict((os.path.basename(p), r) for p, r in result.skipped) == {
+        "cut.png": "truncated or corrupt (OSError)", "empty.png": "empty file",
+        "wide.png": "too many pixels (Pillow's decompression-bomb limit)"}
+    assert result.x.shape == (3, 24, 24, 1)
+
+
 def _formats(tmp_path, original: np.ndarray):
     """The same picture (uint8 [H, W, 3]) saved in other pixel formats: name -> path."""
     h, w, _ = original.shape
