@@ -26,7 +26,7 @@ import tensorflow as tf
 from tfcluster import config as config_lib
 from tfcluster import configs
 from tfcluster import methods
-from tfcluster.data import sources
+from tfcluster.data import images, sources
 from tfcluster.data.preprocess import Preprocessor
 from tfcluster.errors import InputError, StorageError
 from tfcluster.evaluation import metrics
@@ -326,7 +326,7 @@ def cluster_folder(folder: str, output: str, num_clusters: int | str, method: st
     report.write_unreadable(paths["unreadable.csv"], unreadable, source.info.skipped_reasons)
     summary = {
         "images": len(items), "unreadable": len(unreadable), "num_clusters": k, "cluster_sizes": sizes,
-        "unreadable_reasons": skipped_counts(source.info.skipped_reasons),
+        "unreadable_reasons": images.skipped_counts(source.info.skipped_reasons),
         "mean_confidence": round(float(confidence.mean()), 4), "method": method, "preset": preset,
         "assignments": paths["assignments.csv"], "clusters": os.path.join(output_abs, "clusters"),
         "overview": paths["overview.png"], "index": paths["index.html"],
@@ -341,11 +341,3 @@ def cluster_folder(folder: str, output: str, num_clusters: int | str, method: st
                                "k_range": chosen["k_range"], "plot": chosen["plot"]}
     config_lib.write_json(paths["summary.json"], summary)
     return summary
-
-
-def skipped_counts(reasons) -> dict:
-    """{reason: count} of skipped files, most frequent first."""
-    counts = {}
-    for reason in reasons:
-        counts[reason] = counts.get(reason, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))

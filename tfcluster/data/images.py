@@ -223,6 +223,14 @@ def read_images(files, size: tuple[int, int] | None = None, channels: int | None
     return Images(x=x, kept=kept, skipped=skipped)
 
 
+def skipped_counts(reasons) -> dict:
+    """{reason: count} of skipped files, most frequent first."""
+    counts = {}
+    for reason in reasons:
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def _call(fn, args):
     try:
         return fn(*args)

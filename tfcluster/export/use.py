@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from tfcluster.data import sources
+from tfcluster.data import images, sources
 from tfcluster.errors import InputError
 from tfcluster.evaluation import metrics
 from tfcluster.export import drift
@@ -74,7 +74,6 @@ def predict(model_dir: str, input_path: str, output_dir: str, copy_images: bool 
     """
     from tfcluster.export import report
     from tfcluster.export.output_dir import OutputDir
-    from tfcluster.run import skipped_counts
 
     out = OutputDir.claim(output_dir, "predict", inputs=[input_path, model_dir], overwrite=overwrite)
     model = ExportedModel(model_dir)
@@ -103,7 +102,7 @@ def predict(model_dir: str, input_path: str, output_dir: str, copy_images: bool 
         folders = out.root
     counts = np.bincount(clusters, minlength=k).tolist()
     return Prediction(assignments=path, cluster_sizes=counts, unreadable=unreadable, skipped=len(skipped),
-                      skipped_reasons=skipped_counts(source.info.skipped_reasons), folders=folders)
+                      skipped_reasons=images.skipped_counts(source.info.skipped_reasons), folders=folders)
 
 
 def _save_png(image: np.ndarray, path: str) -> None:
