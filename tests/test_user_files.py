@@ -264,6 +264,30 @@ def test_images_of_other_pixel_formats_read_as_their_8_bit_originals(tmp_path):
     np.testing.assert_array_equal(read("rgba_opaque", 1)[..., 0], gray)
 
 
+def _png_rgb16(path, rgb16: np.ndarray) -> None:
+    """A 16-bit RGB PNG (Pillow writes none): uint16 [H, W, 3], big-endian rows, no filter."""
+    import struct
+    import zlib
+
+    h, w, _ = rgb16.shape
+    rows = b"".join(b"\x00" + rgb16[r].astype(">u2").tobytes() for r in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_rgb_pngs_and_16_bit_tiffs_read_as_their_8_bit_originals(tmp_path):
+    original = np.random.RandomState(2).randint(0, 256, (9, 7, 3)).astype(np.uint8)
+    _png_rgb16(tmp_path / "rgb16.png", original.astype(np.uint16) * 257)
+    np.testing.assert_array_equal(images.read_file(str(tmp_path / "rgb16.png"), None, None), original)
+    gray = original[..., 0]
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "gray16.tif")
+    np.testing.assert_array_equal(images.read_file(str(tmp_path / "gray16.tif"), None, None)[..., 0], gray)
+
+
 def test_transparent_pixels_are_composited_over_white():
     import io
 

@@ -75,8 +75,10 @@ def predict(model_dir: str, input_path: str, output_dir: str, copy_images: bool 
     from tfcluster.export import report
     from tfcluster.export.output_dir import OutputDir
 
-    out = OutputDir.claim(output_dir, "predict", inputs=[input_path, model_dir], overwrite=overwrite)
+    if not (os.path.isdir(input_path) or (input_path.endswith(".npz") and os.path.isfile(input_path))):
+        raise InputError(f"--input must be an image folder or an .npz file, got {input_path!r}")
     model = ExportedModel(model_dir)
+    out = OutputDir.claim(output_dir, "predict", inputs=[input_path, model_dir, model.path], overwrite=overwrite)
     source = load_input(model, input_path)
     result = model.predict(source.x, batch_size)
     clusters, confidence = result["cluster"], result["probabilities"].max(1)
