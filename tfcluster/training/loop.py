@@ -111,6 +111,8 @@ def _differences(old, new, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if old != new else []
 
 
+# Where a checkpoint keeps the run's settings (the `settings` variable of Trainer.checkpoint).
+_SETTINGS_KEY = "settings/.ATTRIBUTES/VARIABLE_VALUE"
 _CKPT_INDEX = re.compile(r"^(ckpt-(\d+))\.index$")
 
 
@@ -288,7 +290,10 @@ class Trainer:
         unreadable = []
         for path in reversed(paths):
             try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
+                # checkpoints written before the settings were kept restore without them
+                keeps_settings = tf.train.load_checkpoint(path).has_tensor(_SETTINGS_KEY)
+                checkpoint = self.checkpoint if keeps_settings else self._checkpoint_without_settings()
+                checkpoint.restore(path).assert_existing_objects_matched()
             except (AssertionError, ValueError) as e:
                 raise InputError(f"the checkpoint {path} does not match this method/config ({e}); "
                                  "use a new --workdir or the settings it was written with") from e
@@ -304,6 +309,11 @@ class Trainer:
             raise InputError(f"no readable checkpoint in {directory}: {', '.join(unreadable)} could not be "
                              "read; move them away to start afresh")
         return None
+
+    def _checkpoint_without_settings(self) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(epoch=self.epoch, step=self.step, stage_index=self.stage_index,
+                                   stage_step=self.stage_step, images_seen=self.images_seen,
+                                   **self.method.checkpoint_objects())
 
     def _check_settings(self, path: str) -> None:
         """InputError when the checkpoint just restored was written with other settings than this run's."""
