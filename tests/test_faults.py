@@ -195,7 +195,7 @@ EXACT_RUNS = {
     "dbc": ("ae_epochs=1", "epochs=2", "batch_size=50", "width=0.25", "kmeans_n_init=2", "tol=0",
             "checkpoint_every=1", "steps_per_call=2", "preview_images=0"),
     "precise_gan": ("generator_iterations=12", "eval_every_iterations=6", "holdout=40", "eval_fakes=100",
-                    "hidden=64", "dim=8"),
+                    "hidden=64", "dim=8", "batch_size=20", "critic_iterations=2", "classifier_iterations=1"),
 }
 
 
@@ -382,6 +382,7 @@ def test_a_savedmodel_not_made_by_tfcluster_is_named_in_one_line(tmp_path):
     module = tf.Module()
     module.f = tf.function(lambda x: {"y": x * 2.0}, input_signature=[tf.TensorSpec([None, 3], tf.float32)])
     tf.saved_model.save(module, str(tmp_path / "foreign"), signatures={"serving_default": module.f})
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 8, 8, 1), np.uint8))
     proc = subprocess.run([sys.executable, "-m", "tfcluster", "predict", f"--model={tmp_path / 'foreign'}",
                            f"--input={tmp_path / 'x.npz'}", f"--output={tmp_path / 'out'}"], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"})

@@ -369,7 +369,7 @@ class Trainer:
         path = self.save()
         signum, self._stop_signal = self._stop_signal, None
         where = (f"; the re-run repeats {stage.name!r} from its start (step {int(self.step.numpy())}): its targets "
-                 "come from the weights at that start" if snapshot is not None else "")
+                 "come from the weights at that start" if snapshot is not None else f" at step {int(self.step.numpy())}")
         raise TrainingInterrupted(
             f"stopped by {signal.Signals(signum).name} in epoch {epoch + 1}{where}; saved {path}: re-run the same "
             "command to continue from there", signum)
