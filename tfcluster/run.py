@@ -199,7 +199,8 @@ def _train_locked(options, log, method, source, preprocessor, resolved, workdir,
     trainer.restore()  # refuses checkpoints of other settings before config.json is written
     config_lib.write_json(os.path.join(workdir, "config.json"), resolved)
     if source.info.skipped:
-        log(f"skipped {source.info.skipped} unreadable image file(s) in {options.dataset}")
+        reasons = "; ".join(f"{n} {why}" for why, n in images.skipped_counts(source.info.skipped_reasons).items())
+        log(f"skipped {source.info.skipped} unreadable image file(s) in {options.dataset} ({reasons})")
     log(f"{options.method} on {options.dataset}: {len(source)} samples, K={method.num_clusters}, "
         f"{resolved['replicas']} replica(s), preset {options.preset}, precision {method.precision}")
     t_run = time.perf_counter()

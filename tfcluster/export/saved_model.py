@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from tfcluster.data.preprocess import Preprocessor
-from tfcluster.errors import InputError, StorageError
+from tfcluster.errors import InputError, StorageError, short_reason
 
 META_FILE = os.path.join("assets.extra", "tfcluster.json")
 
@@ -95,7 +95,7 @@ def export(method, preprocessor: Preprocessor, raw_shape, export_base: str, meta
         os.replace(tmp, final)
     except (OSError, tf.errors.OpError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise StorageError(f"could not write the SavedModel to {final} ({e}); the checkpoints are intact: "
+        raise StorageError(f"could not write the SavedModel to {final} ({short_reason(e)}); the checkpoints are intact: "
                            "free space (or fix the directory) and re-run the same command to export") from e
     return final
 

@@ -55,7 +55,7 @@ import threadpoolctl
 from tfcluster import config as config_lib
 from tfcluster.data import pipeline
 from tfcluster.data.sources import Source
-from tfcluster.errors import InputError, NonFiniteLossError, StorageError, TrainingInterrupted
+from tfcluster.errors import InputError, NonFiniteLossError, StorageError, TrainingInterrupted, short_reason
 from tfcluster.evaluation import metrics
 from tfcluster.methods.base import Method
 from tfcluster.training import summaries
@@ -174,7 +174,7 @@ def repair_index(directory: str, log: Callable[[str], None] = print) -> None:
     try:
         config_lib.atomic_write_text(index, text)
     except OSError as e:
-        raise StorageError(f"{what}, and a new one could not be written ({e}); free space or fix the "
+        raise StorageError(f"{what}, and a new one could not be written ({short_reason(e)}); free space or fix the "
                            "directory, then re-run") from e
     log(f"{what}; rebuilt it from the {len(files)} checkpoint file(s) found: "
         + ", ".join(os.path.basename(f) for f in files))
@@ -268,7 +268,7 @@ class Trainer:
             self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
         except (tf.errors.OpError, OSError) as e:
             raise StorageError(f"could not create TensorBoard's event file in {os.path.join(workdir, 'tensorboard')}"
-                               f" ({type(e).__name__}): free space (or fix the directory) and re-run") from e
+                               f" ({short_reason(e)}): free space (or fix the directory) and re-run") from e
         self._predict_fn = tf.function(method.predict, reduce_retracing=True)
         self._probabilities = None  # predict_all()'s, while no step, stage or weight change came after
         self._dist_steps = {}
@@ -331,7 +331,7 @@ class Trainer:
             return self.manager.save(checkpoint_number=int(self.step.numpy()))
         except (OSError, tf.errors.OpError) as e:
             raise StorageError(
-                f"could not write a checkpoint in {self.manager.directory} ({type(e).__name__}: {e}); "
+                f"could not write a checkpoint in {self.manager.directory} ({short_reason(e)}); "
                 f"the previous one ({self.manager.latest_checkpoint or 'none'}) is intact: free space (or fix "
                 "the directory) and re-run the same command to resume from it") from e
 

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from tfcluster.errors import StorageError
+from tfcluster.errors import StorageError, short_reason
 
 
 def _storage_errors(write):
@@ -25,8 +25,7 @@ def _storage_errors(write):
                 raise
             found = re.search(r"(\S*events\.out\.tfevents\S*?)[;:\s]", text + " ")
             where = found.group(1) if found else "the TensorBoard directory"
-            reason = next((part.strip() for part in text.split(";")[1:2] if part.strip()), type(e).__name__)
-            raise StorageError(f"could not write TensorBoard events to {where} ({reason.splitlines()[0]}): free "
+            raise StorageError(f"could not write TensorBoard events to {where} ({short_reason(e)}): free "
                                "space (or fix the directory), then re-run the same command to resume from the "
                                "last checkpoint") from e
 
