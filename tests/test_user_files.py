@@ -344,3 +344,38 @@ def test_csv_cells_never_run_as_formulas_and_web_links_are_url_encoded(tmp_path)
                       [["a#b%c?d.png"]], "t", "s")
     text = page.read_text(encoding="utf-8")
     assert "href='clusters/cluster_00/00000_a%23b%25c%3Fd.png'" in text and "a#b%c?d.png</a>" in text
+
+
+def test_a_manifest_never_leads_outside_the_directory_nor_through_a_link(tmp_path):
+    import json
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    stamp = os.lstat(outside)
+    (out / MANIFEST).write_text(json.dumps({"command": "cluster", "entries": {"../outside.txt": {
+        "kind": "copy", "size": stamp.st_size, "mtime_ns": stamp.st_mtime_ns}}}))
+    with pytest.raises(InputError, match="unreadable"):  # a hand-made manifest pointing outside
+        OutputDir.claim(str(out), "cluster")
+    owned = OutputDir.claim(str(out), "cluster", overwrite=True)
+    owned.clear("..")
+    assert outside.read_text() == "keep"
+    # a cluster folder tfcluster made, swapped for a link to the user's folder: nothing there is deleted
+    photos = tmp_path / "photos"
+    _bands(photos, n=2)
+    files = sorted(str(p) for p in photos.iterdir())
+    owned = OutputDir.claim(str(tmp_path / "out2"), "cluster", inputs=[str(photos)])
+    report.write_cluster_folders(owned, files, [np.array([0]), np.array([1])], copy=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "00000_img000.png").write_bytes((tmp_path / "out2" / "clusters" / "cluster_00" / "00000_img000.png")
+                                            .read_bytes())
+    os.utime(mine / "00000_img000.png", ns=(os.stat(tmp_path / "out2" / "clusters" / "cluster_00" /
+                                                    "00000_img000.png").st_mtime_ns,) * 2)
+    for f in (tmp_path / "out2" / "clusters" / "cluster_00").iterdir():
+        f.unlink()
+    (tmp_path / "out2" / "clusters" / "cluster_00").rmdir()
+    os.symlink(mine, tmp_path / "out2" / "clusters" / "cluster_00")
+    kept = owned.clear("clusters")
+    assert "clusters/cluster_00/00000_img000.png" in kept and (mine / "00000_img000.png").exists()

@@ -112,6 +112,8 @@ class OutputDir:
             if not (isinstance(entries, dict) and all(isinstance(v, dict) and v.get("kind") in KINDS
                                                       for v in entries.values())):
                 raise ValueError("bad entries")
+            if not all(_safe_relative(rel) for rel in entries):  # never a path outside the directory
+                raise ValueError("an entry outside the directory")
             return entries, data.get("command")
         except (OSError, ValueError, KeyError, TypeError) as e:
             if overwrite:  # nothing listed: tfcluster deletes nothing here, and replaces files of its names
@@ -188,6 +190,12 @@ class OutputDir:
         for rel in mine:
             record, full = self.entries[rel], self._full(rel)
             kind = record["kind"]
+            try:
+                self._check_no_links(rel)
+            except InputError:  # reached through a link now: not deleted, and no longer tfcluster's
+                kept.append(rel)
+                del self.entries[rel]
+                continue
             if not os.path.lexists(full):
                 del self.entries[rel]
                 continue
@@ -247,6 +255,12 @@ class OutputDir:
         """`clear`s every top-level entry whose name starts with `prefix`."""
         for top in sorted({r.split("/")[0] for r in self.entries if r.startswith(prefix)}):
             self.clear(top)
+
+
+def _safe_relative(rel) -> bool:
+    """Whether `rel` is a plain relative path below the directory ("a/b", no "..", ".", "" or "/" start)."""
+    return isinstance(rel, str) and bool(rel) and "\\" not in rel and "\x00" not in rel and \
+        all(part not in ("", ".", "..") for part in rel.split("/"))
 
 
 def _stamp(path: str) -> tuple[int, int]:

@@ -257,9 +257,9 @@ class Trainer:
         # The run's settings as JSON ("" when not given): what a checkpoint was written with.
         self._settings = json.dumps(settings, sort_keys=True, default=str) if settings is not None else ""
         self.settings = tf.Variable(self._settings, dtype=tf.string, trainable=False, name="settings")
-        self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, step=self.step, stage_index=self.stage_index,
-                                              stage_step=self.stage_step, images_seen=self.images_seen,
-                                              settings=self.settings, **method.checkpoint_objects())
+        self._tracked = dict(epoch=self.epoch, step=self.step, stage_index=self.stage_index,
+                             stage_step=self.stage_step, images_seen=self.images_seen, **method.checkpoint_objects())
+        self.checkpoint = tf.train.Checkpoint(settings=self.settings, **self._tracked)
         directory = os.path.join(workdir, "checkpoints")
         repair_index(directory, log)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=cfg.max_checkpoints)
@@ -292,7 +292,7 @@ class Trainer:
             try:
                 # checkpoints written before the settings were kept restore without them
                 keeps_settings = tf.train.load_checkpoint(path).has_tensor(_SETTINGS_KEY)
-                checkpoint = self.checkpoint if keeps_settings else self._checkpoint_without_settings()
+                checkpoint = self.checkpoint if keeps_settings else tf.train.Checkpoint(**self._tracked)
                 checkpoint.restore(path).assert_existing_objects_matched()
             except (AssertionError, ValueError) as e:
                 raise InputError(f"the checkpoint {path} does not match this method/config ({e}); "
@@ -309,11 +309,6 @@ class Trainer:
             raise InputError(f"no readable checkpoint in {directory}: {', '.join(unreadable)} could not be "
                              "read; move them away to start afresh")
         return None
-
-    def _checkpoint_without_settings(self) -> tf.train.Checkpoint:
-        return tf.train.Checkpoint(epoch=self.epoch, step=self.step, stage_index=self.stage_index,
-                                   stage_step=self.stage_step, images_seen=self.images_seen,
-                                   **self.method.checkpoint_objects())
 
     def _check_settings(self, path: str) -> None:
         """InputError when the checkpoint just restored was written with other settings than this run's."""
