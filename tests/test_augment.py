@@ -6,7 +6,7 @@ from tfcluster.data import augment as A
 from tfcluster.data import pipeline
 from tfcluster.data.preprocess import Preprocessor
 from tfcluster.data.sources import make_source
-from tfcluster.methods.plan import Stage
+from tfcluster.plan import Stage
 
 SEED = tf.constant([3, 7], tf.int64)
 FULL = A.AugmentConfig(flip_horizontal=True, flip_vertical=True, rotation=20, shift=0.1, scale=(0.8, 1.2),

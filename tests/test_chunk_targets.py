@@ -10,7 +10,7 @@ from tfcluster.data.preprocess import Preprocessor
 from tfcluster.data.sources import make_source
 from tfcluster.errors import InputError
 from tfcluster.methods.clean_targets import chunk_stages
-from tfcluster.methods.plan import Stage
+from tfcluster.plan import Stage
 from tfcluster.nets.batchnorm import BatchNormCalibrator
 from tfcluster.training.loop import Trainer
 
@@ -142,7 +142,7 @@ def test_stage_batches_read_one_pipeline_per_kind_for_the_run_with_each_stages_o
     stop), the batches stay right; a byte cap splits the stages put in together; blocks of steps keep a
     pipeline each."""
     from tfcluster.configs.base import AugmentConfig
-    from tfcluster.methods.plan import eager
+    from tfcluster.plan import eager
 
     rng = np.random.RandomState(0)
     source = make_source("t", rng.randint(0, 255, (130, 6, 6, 1)).astype(np.uint8), np.arange(130) % 3,

@@ -139,26 +139,26 @@ def test_cluster_with_num_clusters_auto_chooses_k_first(folder, tmp_path):
 def test_a_folder_smaller_than_a_training_batch(folder, tmp_path):
     """k-means fits the whole set at once: a folder of fewer images than a training batch is fine; the
     trained methods refuse it with an error that names the cause, and train with the smaller batch it suggests."""
-    from tfcluster import run
+    from tfcluster import cluster
 
     small = tmp_path / "few"
     small.mkdir()
     for path in sorted((folder / "photos").glob("img*.png"))[:12]:
         shutil.copy(path, small / path.name)
-    summary = run.cluster_folder(str(small), str(tmp_path / "out"), 2, method="kmeans", size="24",
+    summary = cluster.cluster_folder(str(small), str(tmp_path / "out"), 2, method="kmeans", size="24",
                                  progress=False, log=lambda s: None)
     assert summary["images"] == 12 and sum(summary["cluster_sizes"]) == 12
     assert len(summary["cluster_sizes"]) == 2 and min(summary["cluster_sizes"]) > 0
     from tfcluster.errors import InputError
 
     with pytest.raises(InputError, match=r"batch_size=64 is larger than the data \(12 samples\)"):  # DAC's cpu
-        run.cluster_folder(str(small), str(tmp_path / "out_dac"), 2, method="dac", size="24", progress=False,
+        cluster.cluster_folder(str(small), str(tmp_path / "out_dac"), 2, method="dac", size="24", progress=False,
                            log=lambda s: None)
     # GATCluster, cluster's default method: its cpu preset resolves on data smaller than a batch, and the
     # run refuses it with the same clear error (it used to divide by zero)
     with pytest.raises(InputError, match=r"batch_size=32 is larger than the data \(12 samples\)"):
-        run.cluster_folder(str(small), str(tmp_path / "out_gat"), 2, size="24", progress=False, log=lambda s: None)
+        cluster.cluster_folder(str(small), str(tmp_path / "out_gat"), 2, size="24", progress=False, log=lambda s: None)
     # and the error's advice works: a smaller batch (the preset's large batch is the whole folder)
-    summary = run.cluster_folder(str(small), str(tmp_path / "out_gat4"), 2, size="28", progress=False,
+    summary = cluster.cluster_folder(str(small), str(tmp_path / "out_gat4"), 2, size="28", progress=False,
                                  overrides=("batch_size=4", "epochs=1", "width=0.125"), log=lambda s: None)
     assert summary["images"] == 12 and sum(summary["cluster_sizes"]) == 12

@@ -16,7 +16,7 @@ from tfcluster.export.saved_model import ExportedModel
 from tfcluster.losses import gatcluster as gl
 from tfcluster.configs.gatcluster import GATClusterConfig
 from tfcluster.methods.gatcluster import GATCluster
-from tfcluster.methods.plan import Stage
+from tfcluster.plan import Stage
 from tfcluster.nets.gatcluster import GaussianAttention, build_gatcluster_net, gaussian_map
 from tfcluster.training.strategy import make_strategy
 

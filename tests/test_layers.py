@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tfcluster.nets.layers import BatchNorm
-from tfcluster.training import precision
+from tfcluster import precision
 
 
 @pytest.mark.parametrize("shape", [(16, 7, 7, 5), (16, 5)])

@@ -10,7 +10,7 @@ from tfcluster.data.sources import DatasetInfo
 from tfcluster.errors import InputError
 from tfcluster.configs.dac import DACConfig
 from tfcluster.methods.dac import DAC
-from tfcluster.methods.plan import EpochPlan, Stage, eager, one_pass
+from tfcluster.plan import EpochPlan, Stage, eager, one_pass
 from tfcluster.training.loop import Trainer
 from tfcluster.training.strategy import make_strategy
 

@@ -12,7 +12,7 @@ from tfcluster.errors import InputError
 from tfcluster.export import ExportedModel
 from tfcluster.configs.dac import DACConfig, ThresholdSchedule
 from tfcluster.methods.dac import DAC
-from tfcluster.training import precision
+from tfcluster import precision
 from tfcluster.training.strategy import make_strategy
 
 from stepping import global_step

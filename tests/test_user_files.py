@@ -43,21 +43,21 @@ def _tree(root):
 # -- output directories ---------------------------------------------------------------------------------
 
 def test_an_input_inside_the_output_is_refused_before_anything_is_written(tmp_path):
-    from tfcluster import run
+    from tfcluster import cluster
 
     data = tmp_path / "data"
     _bands(data / "clusters")
     before = _tree(data)
     # the fault sweep's command: `tfcluster cluster data/clusters --output=data` deleted every image
     with pytest.raises(InputError, match="is inside the output directory"):
-        run.cluster_folder(str(data / "clusters"), str(data), 3, method="kmeans", progress=False, log=print)
+        cluster.cluster_folder(str(data / "clusters"), str(data), 3, method="kmeans", progress=False, log=print)
     with pytest.raises(InputError, match="is inside the output directory"):  # even when told to overwrite
-        run.cluster_folder(str(data / "clusters"), str(data), 3, method="kmeans", progress=False, overwrite=True)
+        cluster.cluster_folder(str(data / "clusters"), str(data), 3, method="kmeans", progress=False, overwrite=True)
     with pytest.raises(InputError, match="is inside .*the input"):
-        run.cluster_folder(str(data / "clusters"), str(data / "clusters" / "out"), 3, method="kmeans")
+        cluster.cluster_folder(str(data / "clusters"), str(data / "clusters" / "out"), 3, method="kmeans")
     os.symlink(data / "clusters", tmp_path / "alias")  # the same folder through a link
     with pytest.raises(InputError, match="is inside"):
-        run.cluster_folder(str(tmp_path / "alias"), str(data), 3, method="kmeans")
+        cluster.cluster_folder(str(tmp_path / "alias"), str(data), 3, method="kmeans")
     assert _tree(data) == before
 
 
@@ -303,7 +303,7 @@ def test_transparent_pixels_are_composited_over_white():
 
 
 def test_16_bit_pngs_cluster_as_their_8_bit_originals(tmp_path):
-    from tfcluster import run
+    from tfcluster import cluster
 
     eight, sixteen = tmp_path / "eight", tmp_path / "sixteen"
     arrays = _bands(eight, n=30)
@@ -312,7 +312,7 @@ def test_16_bit_pngs_cluster_as_their_8_bit_originals(tmp_path):
         Image.fromarray(img.astype(np.uint16) * 257).save(sixteen / f"img{j:03d}.png")
     got = {}
     for name, folder in (("eight", eight), ("sixteen", sixteen)):
-        summary = run.cluster_folder(str(folder), str(tmp_path / f"out_{name}"), 3, method="kmeans", size="24",
+        summary = cluster.cluster_folder(str(folder), str(tmp_path / f"out_{name}"), 3, method="kmeans", size="24",
                                      progress=False, log=lambda m: None)
         got[name] = open(summary["assignments"], encoding="utf-8").read()
     assert got["eight"] == got["sixteen"]

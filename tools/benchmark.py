@@ -199,8 +199,8 @@ def merge_rows(rows, incoming):
 def main(argv):
     from tfcluster import methods, run
     from tfcluster.config import write_json
-    from tfcluster.training.precision import cpu_model
-    from tfcluster.training.precision import resolve as resolve_precision
+    from tfcluster.precision import cpu_model
+    from tfcluster.precision import resolve as resolve_precision
 
     start = time.time()
     rows = json.load(open(FLAGS.json)) if os.path.exists(FLAGS.json) else []

@@ -155,7 +155,7 @@ def short_run(method_name: str, precision: str, dataset: str, workroot: str, ext
 
 def main(argv):
     del argv
-    from tfcluster.training import precision as precision_lib
+    from tfcluster import precision as precision_lib
 
     workroot = FLAGS.workroot or tempfile.mkdtemp(prefix="throughput-runs-")
     flags_seen = sorted(f for f in precision_lib.BF16_CPU_FLAGS + ("avx512f",) if f in precision_lib.cpu_flags())

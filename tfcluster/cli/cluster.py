@@ -64,9 +64,9 @@ def main(argv):
 
         raise InputError(f"--num_clusters must be an integer of at least 2 or 'auto', got {FLAGS.num_clusters!r}")
     OutputDir.claim(FLAGS.output, "cluster", inputs=[argv[1]], overwrite=FLAGS.overwrite)
-    from tfcluster import run
+    from tfcluster import cluster
 
-    summary = run.cluster_folder(argv[1], FLAGS.output, FLAGS.num_clusters, method=FLAGS.method,
+    summary = cluster.cluster_folder(argv[1], FLAGS.output, FLAGS.num_clusters, method=FLAGS.method,
                                  preset=FLAGS.preset, size=FLAGS.size, channels=FLAGS.channels, seed=FLAGS.seed,
                                  overrides=tuple(FLAGS.set), copy_images=FLAGS.copy_images,
                                  precision=FLAGS.precision, progress=FLAGS.progress,

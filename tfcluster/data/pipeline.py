@@ -1,7 +1,7 @@
 """tf.data input pipelines: shuffle -> batch -> map(batched augment, AUTOTUNE) -> prefetch.
 
 `stage_dataset` builds the mini-batches of one stage of an epoch plan
-(methods.plan.Stage), in the stage's order; `StageBatches` reads a run's
+(tfcluster.plan.Stage), in the stage's order; `StageBatches` reads a run's
 stages, each kind of stage from one pipeline for the run (the same batches); `eval_dataset`
 the clean images in source order for inference passes (`eval_images` their images).
 
@@ -24,7 +24,7 @@ import tensorflow as tf
 from tfcluster.data import augment as augment_lib
 from tfcluster.data.preprocess import Preprocessor
 from tfcluster.data.sources import Source
-from tfcluster.methods.plan import Stage
+from tfcluster.plan import Stage
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -284,7 +284,7 @@ def _chunk_batch_fn(source: Source, preprocessor: Preprocessor, augment: augment
 
 def stage_dataset(source: Source, preprocessor: Preprocessor, augment: augment_lib.AugmentConfig | None,
                   stage: Stage, seed: int, epoch: int) -> tf.data.Dataset:
-    """The `stage.steps` global batches of one stage (methods.plan.Stage), in its order.
+    """The `stage.steps` global batches of one stage (tfcluster.plan.Stage), in its order.
 
     Elements: "image" [B, ...], "views" [B, V, ...], "label" [B], "index" [B]
     (see the module docstring; "index" is the position in `stage.indices` for

@@ -5,7 +5,7 @@ the input shape, the run's seed and its Preprocessor, and exposes
   build()                  create models, optimizers and state inside `strategy.scope()`
   checkpoint_objects()     what a checkpoint must hold to resume exactly
   num_epochs(), finished() how long it trains, and its own stopping rule
-  epoch_plan(epoch, ..)    the stages of an epoch (methods.plan): eager begins
+  epoch_plan(epoch, ..)    the stages of an epoch (tfcluster.plan): eager begins
                            (targets, k-means, calibration, schedules) and steps
   predict(x)               probabilities [B, K] for preprocessed inputs (inference mode)
   serving_outputs(x)       named outputs for the SavedModel (at least probabilities)
@@ -29,7 +29,7 @@ import tensorflow as tf
 from tfcluster.configs.base import BaseConfig  # noqa: F401  (every method config's base)
 from tfcluster.data.sources import DatasetInfo
 from tfcluster.errors import InputError
-from tfcluster.methods.plan import EpochPlan
+from tfcluster.plan import EpochPlan
 
 
 class Method(abc.ABC):
@@ -44,7 +44,7 @@ class Method(abc.ABC):
       seed: the run's seed (eager stages such as k-means, stateless step seeds).
       preprocessor: the run's Preprocessor (raw pixels -> model inputs), which
         the Trainer's pipelines apply and methods that generate images use.
-      precision: "float32" or "bfloat16" (training.precision): the Keras dtype
+      precision: "float32" or "bfloat16" (tfcluster.precision): the Keras dtype
         policy the networks are built under (`build_in_precision`).
     """
 
@@ -95,7 +95,7 @@ class Method(abc.ABC):
 
     def build_in_precision(self) -> None:
         """`build()` under the Keras dtype policy of the method's precision."""
-        from tfcluster.training import precision
+        from tfcluster import precision
 
         with precision.policy(self.precision):
             self.build()
@@ -148,7 +148,7 @@ class Method(abc.ABC):
         return epoch + 1 >= self.num_epochs() or (epoch + 1) % int(self.config.eval_every) == 0
 
     def epoch_plan(self, epoch: int, predict_all: Callable[..., np.ndarray]) -> EpochPlan:
-        """The stages of `epoch` (methods.plan), for trainable methods.
+        """The stages of `epoch` (tfcluster.plan), for trainable methods.
 
         `predict_all()` returns probabilities [N, K] in inference mode;
         `predict_all(fn)` maps a tf.function over the source's preprocessed

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcluster.data import pipeline
-from tfcluster.methods.plan import Stage
+from tfcluster.plan import Stage
 from tfcluster.nets.batchnorm import BatchNormCalibrator
 
 

@@ -23,7 +23,7 @@ from tfcluster.errors import InputError
 from tfcluster.losses.dac import dac_loss_terms, official_loss_terms
 from tfcluster.methods.base import Method
 from tfcluster.methods.clean_targets import CleanTargets, chunk_stages
-from tfcluster.methods.plan import EpochPlan, eager, one_pass
+from tfcluster.plan import EpochPlan, eager, one_pass
 from tfcluster.nets.allconv import build_allconvnet, build_official_mnist_net
 
 

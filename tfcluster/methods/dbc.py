@@ -31,7 +31,7 @@ from sklearn.cluster import KMeans
 from tfcluster.configs.dbc import FCAE_KMS_PRESETS, PRESETS, DBCConfig
 from tfcluster.losses import dbc as dbc_loss
 from tfcluster.methods.base import Method
-from tfcluster.methods.plan import one_pass
+from tfcluster.plan import one_pass
 from tfcluster.nets.fcae import build_fcae, variant_for
 
 

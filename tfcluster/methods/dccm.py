@@ -40,7 +40,7 @@ from tfcluster.losses import dccm as dccm_loss
 from tfcluster.losses.common import bce_sum, cosine_similarity
 from tfcluster.methods.base import Method
 from tfcluster.methods.clean_targets import CleanTargets, chunk_stages, fixed_subset
-from tfcluster.methods.plan import EpochPlan, eager, one_pass
+from tfcluster.plan import EpochPlan, eager, one_pass
 from tfcluster.nets.dccm import MIDiscriminator, build_dccm_net, variant_for
 
 

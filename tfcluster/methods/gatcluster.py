@@ -33,7 +33,7 @@ from tfcluster.errors import InputError
 from tfcluster.losses import gatcluster as gat_loss
 from tfcluster.methods.base import Method
 from tfcluster.methods.clean_targets import fixed_subset
-from tfcluster.methods.plan import EpochPlan, Stage, eager
+from tfcluster.plan import EpochPlan, Stage, eager
 from tfcluster.nets.batchnorm import BatchNormCalibrator
 from tfcluster.nets.gatcluster import build_gatcluster_net, recipe_for
 

@@ -41,7 +41,7 @@ from tfcluster.evaluation import metrics
 from tfcluster.losses import precise_gan as gan_loss
 from tfcluster.methods.base import Method
 from tfcluster.methods.clean_targets import fixed_subset
-from tfcluster.methods.plan import EpochPlan, Stage, eager
+from tfcluster.plan import EpochPlan, Stage, eager
 from tfcluster.nets.precise_gan import build_classifier, build_critic, build_generator, variant_for
 
 

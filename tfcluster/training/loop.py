@@ -1,4 +1,4 @@
-"""The training loop: each epoch runs the method's plan (methods.plan), stage by stage.
+"""The training loop: each epoch runs the method's plan (tfcluster.plan), stage by stage.
 
   for epoch in [resumed epoch, num_epochs):
       for stage in method.epoch_plan(epoch, ...).stages:
