@@ -125,12 +125,7 @@ def cpu_preset(info) -> DACConfig:
     """CPU preset: pair targets per chunk of 1,000 images, ~180,000 training images.
 
     Command: tfcluster train --method=dac --preset=cpu --dataset=mnist5k
-    Measured (docs/RESULTS.md; AMD EPYC, two runs sharing the 2 cores): MNIST-5k seeds 0-4 ACC
-    0.878 / 0.718 / 0.679 / 0.520 / 0.655 in bfloat16 (what `auto` chooses for DAC on bf16 CPUs; median
-    0.679), 420-623 s (seed 0 alone 311 s), and 0.739 / 0.642 / 0.800 / 0.682 / 0.665 in float32 (median
-    0.682), 672-891 s (seed 0 alone 361 s); k-means 0.519, the previous per-epoch preset
-    0.586 / 0.535 / 0.572 in 16 epochs. Fashion-MNIST, bfloat16:
-    0.547 / 0.541 / 0.567 in 625-660 s (k-means 0.476; previously 0.396).
+    Results: docs/RESULTS.md ("DAC" and the benchmark table).
 
     Changes from `paper` and why (docs/RESULTS.md):
       - select_on="chunk": before the steps over each chunk of 1,000 images, the pair targets
@@ -194,8 +189,7 @@ def official_cpu_preset(info) -> DACConfig:
     max(2, round(500,000 / (5 N))) epochs, th going from 0.9 to 0.5 over them as the script's
     th -= (0.9 - 0.5) / epochs does for its epoch count.
     Command: tfcluster train --method=dac --preset=official_cpu --dataset=mnist5k
-    Measured: MNIST-5k seeds 0 / 1 / 2, ACC 0.777 / 0.800 / 0.789 in 6-9 min, bfloat16 on 2 shared
-    cores (AMD EPYC); docs/RESULTS.md.
+    Results: docs/RESULTS.md ("DAC").
     """
     cfg = official_preset(info)
     epochs = max(2, min(20, round(OFFICIAL_CPU_IMAGE_BUDGET / (cfg.chunk_repeats * max(info.num_samples, 1)))))

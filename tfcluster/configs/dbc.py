@@ -86,11 +86,7 @@ def paper_preset(info) -> DBCConfig:
 
 
 def cpu_preset(info) -> DBCConfig:
-    """CPU preset: 3 min on MNIST-5k alone (6-7 beside another run), 7-8 on Fashion-MNIST beside another run.
-
-    Measured (docs/RESULTS.md, AMD EPYC, float32), seeds 0 / 1 / 2: MNIST-5k ACC 0.795 / 0.603 / 0.813
-    (seed 1 merged two digits); Fashion-MNIST 0.545 / 0.478 / 0.578 (clean, 5 + 5 epochs: 0.564 / 0.557 /
-    0.560). On `digits?size=28` (seed 0) augmenting both stages gave 0.895, stage II only 0.866, none 0.855.
+    """CPU preset: within the cpu presets' wall budgets (configs.base). Results: docs/RESULTS.md ("DBC").
 
     Command: tfcluster train --method=dbc --preset=cpu --dataset=mnist5k
     Changes from `paper` and why (docs/RESULTS.md):

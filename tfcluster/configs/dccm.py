@@ -104,9 +104,7 @@ def cpu_preset(info) -> DCCMConfig:
     """CPU preset: targets per chunk of 1,000 images, as the official code; ~100,000 training images.
 
     Command: tfcluster train --method=dccm --preset=cpu --dataset=mnist5k
-    Measured (AMD EPYC, 2 cores shared with another run, float32; docs/RESULTS.md): MNIST-5k ACC
-    0.864 / 0.968 / 0.965 (seeds 0 / 1 / 2), 5.5-9 min (seed 0 alone: 2.5 min, 0.967); Fashion-MNIST
-    (8 epochs) 0.581 / 0.657 / 0.600, 18-28 min (4 epochs, the preset before: 0.555 / 0.621 / 0.565).
+    Results: docs/RESULTS.md ("DCCM" and the benchmark table).
     Changes from `paper` and why:
       - targets="chunk": per chunk of 1,000 images its clean predictions (BatchNorm calibrated on
         the chunk) are the targets of the steps over it, as the official code computes targets on

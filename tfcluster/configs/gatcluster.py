@@ -147,10 +147,7 @@ def cpu_preset(info) -> GATClusterConfig:
     (MNIST-5k) and 30-minute (Fashion-MNIST) budgets on 2 cores.
 
     Command: tfcluster train --method=gatcluster --preset=cpu --dataset=mnist5k
-    Measured (docs/RESULTS.md, AMD EPYC, bfloat16, runs sharing the cores): MNIST-5k seeds 0 / 1 / 2
-    ACC 0.824 / 0.788 / 0.772 (761-1,224 s; seed 0 alone 549 s); Fashion-MNIST 0.566 / 0.610 / 0.601
-    (1,164-1,611 s; one epoch, the previous budget: 0.537 / 0.578 / 0.592). With the earlier budget of
-    160,000 images MNIST-5k gave 0.625 / 0.629 / 0.707, still rising when it ran out.
+    Results: docs/RESULTS.md ("GATCluster" and the benchmark table).
     Changes from `paper` and why (docs/RESULTS.md):
       - width 0.5: 4x less compute per image;
       - target_bn="recalibrate" (one training-mode pass): with the moving statistics of

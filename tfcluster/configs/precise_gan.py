@@ -112,19 +112,16 @@ ETA_STAIRS = 30
 
 
 def cpu_preset(info) -> PreciseGANConfig:
-    """CPU preset: MNIST-5k ACC 0.558 / 0.693 / 0.485 (seeds 0 / 1 / 2; k-means 0.519), seed 0 774 s, seeds
-    1 and 2 23 min side by side (Intel Xeon with AMX, float32; about 14 min alone on the slower AMD EPYC,
-    from its 570 s for 4,500 iterations); Fashion-MNIST (13,200 iterations) 0.567 / 0.505 / 0.408 (k-means
-    0.476), about 28 min alone on the EPYC; Artifact-MNIST at chance with 4,500 iterations (0.340 / 0.395,
-    seeds 0 / 1); 8 Gaussians: about 2 min, ACC 1.0 in 4 of 5 seeds.
+    """CPU preset: images within the cpu presets' wall budgets (configs.base), 8 Gaussians in about 2 min.
+
+    Results: docs/RESULTS.md ("Precise-feature GAN" and the benchmark table).
 
     Command: tfcluster train --method=precise_gan --preset=cpu --dataset=mnist5k
     Changes from `paper` and why (docs/RESULTS.md):
       - images: DIM 16, 32 noise dims and N = 6,600 generator iterations instead of 64, 128 and
-        900,000: what fills the 15-minute CPU budget on the slower CPU measured (13,200 for datasets
-        of 20,000 images or more, whose budget is 30 minutes: an iteration costs the same on any
-        dataset); set from wall times, not accuracy (every seed gained 0.01-0.04 ACC over 4,500 /
-        9,000). The paper's
+        900,000: what fills the 15-minute budget on 2 cores of the slower CPU measured (13,200 for
+        datasets of 20,000 images or more, whose budget is 30 minutes: an iteration costs the same on
+        any dataset); set from wall times, not accuracy. The paper's
         tau = 30,000 is kept, so eta stays at eta0 = 10, as in the paper's first 30,000
         iterations: the previous preset compressed the
         30 stairs into its 3,000 iterations (tau = 100), and eta passed 2,000 while G's held-out

@@ -309,9 +309,8 @@ class _Feed:
     batches come out, augmented, in the order the parts went in.
 
     A queue of parts -> flat_map(a part's batches) -> map(augment) -> prefetch, one iterator for the
-    run: a stage's batches need no dataset built and no iterator instantiated, which cost DAC ~0.12 s
-    an epoch (building its chunks' datasets ~40 ms, tracing the map ~15 ms, instantiating an iterator
-    with it ~50 ms) against 3.1 s of bfloat16 steps on a 2-core Xeon with AMX. Between parts the
+    run: a stage's batches need no dataset built and no iterator instantiated, whose cost was a few
+    percent of DAC's epoch (docs/RESULTS.md, "Speed"). Between parts the
     pipeline waits for the next (it prefetches up to the last part put in); `close`, or dropping the
     feed, puts in an end marker. (Dataset.from_generator would do the same from Python, but it sets
     glibc's M_TRIM_THRESHOLD for the whole process, which slowed DAC's steps by about 3%.)
@@ -496,9 +495,7 @@ def training_options() -> tf.data.Options:
 
     The AUTOTUNE map parallelism and prefetch buffer then keep tf.data's fixed
     defaults. With the autotuner on, a live training iterator slowed the steps
-    beside it on a 2-core CPU: DAC's float32 loop ran at 0.66-0.79 of its bare
-    step, and at 0.89 with the autotuner off (alternating runs of
-    tools/throughput.py; docs/RESULTS.md). Batches and their order are unchanged.
+    beside it (docs/RESULTS.md, "Speed"). Batches and their order are unchanged.
     """
     options = tf.data.Options()
     options.autotune.enabled = False

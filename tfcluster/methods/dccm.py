@@ -48,9 +48,8 @@ class DCCM(Method):
     name = "dccm"
     config_class = DCCMConfig
     presets = PRESETS
-    # Stays float32 under auto: cpu preset (targets per chunk), MNIST-5k, 3 seeds (AMD EPYC): bfloat16 median
-    # ACC 0.862, float32 0.965, more than 0.02 below (docs/RESULTS.md; the per-epoch preset: 0.646 / 0.736).
-    # A float32 head (fc1 onwards) did not close it: 5 seeds (Intel Xeon, AMX) 0.833 against 0.882.
+    # Stays float32 under auto: its bfloat16 median ACC is more than 0.02 below float32's, also with a
+    # float32 head (docs/RESULTS.md, "Speed").
     auto_bfloat16 = False
 
     def check_input_shape(self, input_shape):

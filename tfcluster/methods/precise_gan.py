@@ -49,9 +49,8 @@ class PreciseGAN(Method):
     name = "precise_gan"
     config_class = PreciseGANConfig
     presets = PRESETS
-    # Stays float32 under auto: the previous cpu preset (compressed eta stairs), MNIST-5k, 3 seeds (AMD EPYC):
-    # bfloat16 median ACC 0.457, float32 0.477, at the 0.02 threshold, and a bare step only 1.09x faster;
-    # docs/RESULTS.md
+    # Stays float32 under auto: its bfloat16 median ACC was at the 0.02 threshold below float32's, for a step
+    # barely faster (docs/RESULTS.md, "Speed")
     auto_bfloat16 = False
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

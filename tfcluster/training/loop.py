@@ -75,8 +75,8 @@ def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Datase
     Not `experimental_distribute_dataset` itself: its per-device iterator
     (tf.data's MultiDeviceIterator) runs an autotuning thread, and dropping the
     iterator at the end of an epoch waits, with the cores idle, until that
-    thread wakes up (TF 2.21: 5-100 s per epoch measured on 2 CPUs, longer
-    after longer epochs; docs/RESULTS.md). Here the slices are cut on the host
+    thread wakes up (seconds per epoch in TF 2.21, longer after longer
+    epochs). Here the slices are cut on the host
     and copied to each replica's device when a step needs them.
     """
     for batch in dataset:
@@ -243,8 +243,8 @@ class Trainer:
         self.strategy = method.strategy
         cfg = method.config
         # The loop's counters are host-side state, read and written eagerly around every step: plain
-        # variables outside the strategy's scope (a mirrored one costs ten times as much per eager
-        # assign or read, 0.3 ms against 0.03; measured). They restore from checkpoints either way.
+        # variables outside the strategy's scope (a mirrored one costs about ten times as much per eager
+        # assign or read). They restore from checkpoints either way.
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         # Where in epoch `epoch` an interrupted run stopped: stage index (-1: at the epoch's start)
@@ -519,8 +519,7 @@ class Trainer:
         if not self.method.trainable:
             return self._run_fit(resumed)
         # NumPy's BLAS on one thread while training: the stages' host work (targets, similarities) is small,
-        # and OpenBLAS's threads spin for ~0.1 s after each call, taking the cores from the next steps
-        # (DAC's first step after a chunk's targets took 67 ms against 42, bfloat16, 2-core Xeon; RESULTS.md).
+        # and OpenBLAS's threads spin after each call, taking the cores from the next steps (RESULTS.md).
         with self._stop_signals(), threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
             return self._run_epochs(resumed)
 
