@@ -47,7 +47,6 @@ def cluster_folder(folder: str, output: str, num_clusters: int | str, method: st
         of tfcluster's names are replaced; nothing else is deleted or changed).
     Returns the summary (also output/summary.json): cluster sizes, counts, paths of the outputs.
     """
-    from tfcluster.export import report
     from tfcluster.export.output_dir import OutputDir
 
     if not os.path.isdir(folder):
@@ -61,7 +60,6 @@ def cluster_folder(folder: str, output: str, num_clusters: int | str, method: st
     elif not str(num_clusters).strip().isdigit() or int(num_clusters) < 2:
         raise InputError(f"--num_clusters must be an integer of at least 2 or 'auto', got {num_clusters!r}")
     out = OutputDir.claim(output, "cluster", inputs=[folder], overwrite=overwrite)
-    output_abs = out.root
     query = "&".join(f"{k}={v}" for k, v in (("size", size), ("channels", channels),
                                              ("labels", "" if labels_from_subfolders else "none")) if v)
     spec = f"folder:{folder_abs}" + (f"?{query}" if query else "")
@@ -74,15 +72,34 @@ def cluster_folder(folder: str, output: str, num_clusters: int | str, method: st
                                  progress=progress, precision=precision, log=log)
         num_clusters = chosen["suggested_k"]
         log(f"--num_clusters=auto: K = {num_clusters} (votes {chosen['votes']}; "
-            f"{os.path.join(output_abs, 'choose_k', choose.RESULT_FILE)})")
+            f"{os.path.join(out.root, 'choose_k', choose.RESULT_FILE)})")
     options = RunOptions(method=method, dataset=spec, workdir=out.workdir("run"), preset=preset,
                          num_clusters=int(num_clusters), seed=seed, overrides=tuple(overrides), progress=progress,
                          precision=precision)
     metrics_out = train(options, log=log, source=source)
     probs = np.load(os.path.join(metrics_out["workdir"], "probabilities.npy"))
+    summary = write_report(out, source, folder_abs, probs, f"{method} (preset {preset})", copy_images)
+    summary.update({"method": method, "preset": preset, "export": metrics_out.get("export"),
+                    "wall_seconds": metrics_out["wall_seconds"]})
+    if labels_from_subfolders:
+        summary["scores_against_subfolders"] = (
+            {m: metrics_out[m] for m in ("acc", "nmi", "ari")} if metrics_out.get("acc") is not None else None)
+    if chosen is not None:
+        summary["choose_k"] = {"suggested_k": chosen["suggested_k"], "votes": chosen["votes"],
+                               "k_range": chosen["k_range"], "plot": chosen["plot"]}
+    config_lib.write_json(summary["summary"], summary)
+    return summary
+
+
+def write_report(out, source: sources.Source, folder: str, probs: np.ndarray, made_by: str,
+                 copy_images: bool = False) -> dict:
+    """export.report's outputs in the OutputDir `out` for the images of `source` (read from `folder`) and
+    their probabilities [N, K]. Returns the summary's counts and paths (summary.json is the caller's)."""
+    from tfcluster.export import report
+
     clusters, confidence = probs.argmax(1), probs.max(1)
     k = probs.shape[1]
-    items = report.relative_items(source.info.items, folder_abs)
+    items = report.relative_items(source.info.items, folder)
     paths = {name: out.file(name) for name in ("assignments.csv", "overview.png", "index.html", "unreadable.csv",
                                                "summary.json")}
     report.write_assignments(paths["assignments.csv"], items, clusters, confidence)
@@ -90,26 +107,17 @@ def cluster_folder(folder: str, output: str, num_clusters: int | str, method: st
     made = report.write_cluster_folders(out, source.info.items, order, copy=copy_images)
     report.contact_sheet(paths["overview.png"], source.x, order)
     sizes = [len(i) for i in order]
-    summary_line = (f"{len(items)} images of {folder} in {k} clusters by {method} (preset {preset}); "
-                    f"sizes {sizes}; {source.info.skipped} unreadable")
+    summary_line = (f"{len(items)} images of {folder} in {k} clusters by {made_by}; sizes {sizes}; "
+                    f"{source.info.skipped} unreadable")
     report.index_html(paths["index.html"], made, [[items[i] for i in idx] for idx in order],
-                      f"tfcluster: {os.path.basename(folder_abs) or folder_abs}", summary_line)
-    unreadable = report.relative_items(source.info.skipped_items, folder_abs)
+                      f"tfcluster: {os.path.basename(folder) or folder}", summary_line)
+    unreadable = report.relative_items(source.info.skipped_items, folder)
     report.write_unreadable(paths["unreadable.csv"], unreadable, source.info.skipped_reasons)
-    summary = {
+    return {
         "images": len(items), "unreadable": len(unreadable), "num_clusters": k, "cluster_sizes": sizes,
         "unreadable_reasons": images.skipped_counts(source.info.skipped_reasons),
-        "mean_confidence": round(float(confidence.mean()), 4), "method": method, "preset": preset,
-        "assignments": paths["assignments.csv"], "clusters": os.path.join(output_abs, "clusters"),
+        "mean_confidence": round(float(confidence.mean()), 4),
+        "assignments": paths["assignments.csv"], "clusters": os.path.join(out.root, "clusters"),
         "overview": paths["overview.png"], "index": paths["index.html"],
-        "unreadable_list": paths["unreadable.csv"], "export": metrics_out.get("export"),
-        "wall_seconds": metrics_out["wall_seconds"], "summary": paths["summary.json"],
+        "unreadable_list": paths["unreadable.csv"], "summary": paths["summary.json"],
     }
-    if labels_from_subfolders:
-        summary["scores_against_subfolders"] = (
-            {m: metrics_out[m] for m in ("acc", "nmi", "ari")} if metrics_out.get("acc") is not None else None)
-    if chosen is not None:
-        summary["choose_k"] = {"suggested_k": chosen["suggested_k"], "votes": chosen["votes"],
-                               "k_range": chosen["k_range"], "plot": chosen["plot"]}
-    config_lib.write_json(paths["summary.json"], summary)
-    return summary
