@@ -199,6 +199,11 @@ EXACT_RUNS = {
 }
 
 
+# DCCM's --deterministic runs are not bit-reproducible: about one run in three of the test below ended
+# 1e-6 away from its uninterrupted twin, resumed or not (closing note of session 24).
+NOT_BIT_REPRODUCIBLE = ("dccm",)
+
+
 @pytest.fixture(scope="module")
 def mnist400():
     from tfcluster.data import sources
@@ -259,9 +264,15 @@ def test_resuming_is_exact_after_a_kill_and_after_sigterm(tmp_path, monkeypatch,
     assert len(calls) >= term_at and steps_done == kill_at
     monkeypatch.setattr(loop.Trainer, "_train_step", original)
     resumed = run.train(options("stopped"), log=lambda m: None, source=mnist400)
-    np.testing.assert_array_equal(np.load(tmp_path / "stopped" / "probabilities.npy"),
-                                  np.load(tmp_path / "whole" / "probabilities.npy"))
-    assert resumed["steps"] == whole["steps"] and resumed["acc"] == whole["acc"]
+    got, want = (np.load(tmp_path / name / "probabilities.npy") for name in ("stopped", "whole"))
+    assert resumed["steps"] == whole["steps"]
+    if method in NOT_BIT_REPRODUCIBLE:
+        # two uninterrupted --deterministic runs of it differ now and then at round-off (about 1e-6)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+    else:
+        np.testing.assert_array_equal(got, want)
+        assert resumed["acc"] == whole["acc"]
 
 
 # -- a damaged work directory, a full file system, a foreign model ---------------------------------------------
